@@ -198,6 +198,22 @@ def test_same_seed_builds_same_model():
   assert not np.array_equal(a[0].numpy(), c[0].numpy())
 
 
+def test_dropout_is_training_only():
+  model = Qwen2ForCausalLM(_tiny_config(), seed=1)
+  ids = tf.constant([[1, 5, 7, 2, 9]])
+  mask = tf.ones_like(ids)
+  plain = model.model(ids, mask).numpy()
+  np.testing.assert_array_equal(model.model(ids, mask).numpy(), plain)
+  dropped = [model.model(ids, mask, dropout=0.5).numpy() for _ in range(2)]
+  assert not np.allclose(dropped[0], plain, atol=1e-3)
+  assert not np.allclose(dropped[0], dropped[1], atol=1e-3)
+  # The default (inference) graph carries no dropout op at all.
+  graph = tf.function(lambda i, m: model.model(i, m)).get_concrete_function(
+      ids, mask).graph
+  ops = {op.type for op in graph.get_operations()}
+  assert not ops & {"RandomUniform", "StatelessRandomUniformV2"}, ops
+
+
 def test_bad_inputs_raise_invalid_argument():
   model = Qwen2ForCausalLM(_tiny_config())
   with pytest.raises(tf.errors.InvalidArgumentError, match="attention_mask"):

@@ -113,6 +113,19 @@ def _pattern_sequences(t, n=256):
   return build_sequences(histories, codes, t, max_history=8)
 
 
+def test_trainer_learns_with_dropout(tmp_path):
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  sequences = _pattern_sequences(t)
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=5, total_steps=100)
+  trainer = Trainer(_tiny_model(t.vocab_size), t,
+                    TrainConfig(batch_size=32, optimizer=opt, dropout=0.1),
+                    str(tmp_path / "run"))
+  before = trainer.evaluate_loss(sequences)
+  trainer.fit(sequences)
+  assert trainer.evaluate_loss(sequences) < 0.6 * before
+
+
 def test_trainer_learns_and_resumes(tmp_path):
   config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
   t = config.template

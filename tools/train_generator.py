@@ -41,6 +41,8 @@ flags.DEFINE_integer("steps", 1000, "Training steps (1000 ~ 8 epochs of the "
 flags.DEFINE_integer("batch_size", 64, "Sequences per step.")
 flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate.")
 flags.DEFINE_float("weight_decay", 0.05, "AdamW decoupled weight decay.")
+flags.DEFINE_float("dropout", 0.0, "Training-only dropout of embeddings, "
+                   "attention probabilities and residual branches.")
 flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
 flags.DEFINE_integer("max_users", 0, "Use only the first N users (0: all).")
 flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed.")
@@ -76,7 +78,7 @@ def main(argv):
       max_position_embeddings=max(1024, template.max_prompt_len + 16),
       tie_word_embeddings=True), seed=FLAGS.seed)
   config = TrainConfig(
-      batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+      batch_size=FLAGS.batch_size, seed=FLAGS.seed, dropout=FLAGS.dropout,
       optimizer=OptimizerConfig(learning_rate=FLAGS.learning_rate,
                                 weight_decay=FLAGS.weight_decay,
                                 warmup_steps=FLAGS.warmup_steps,

@@ -16,6 +16,8 @@ from tf_genrec.training.optimizer import AdamW, OptimizerConfig
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   batch_size: int = 64
+  # Training-only dropout of the decoder (modeling.py); 0 disables it.
+  dropout: float = 0.0
   optimizer: OptimizerConfig = OptimizerConfig()
   checkpoint_every: int = 500
   log_every: int = 50
@@ -23,7 +25,7 @@ class TrainConfig:
 
 
 def sid_loss(model, template: PromptTemplate, input_ids, mask,
-             last_item_only=False):
+             last_item_only=False, dropout=0.0):
   """Mean next-token cross-entropy over every semantic-ID position.
 
   last_item_only scores just each sequence's final item (the held-out target
@@ -34,7 +36,7 @@ def sid_loss(model, template: PromptTemplate, input_ids, mask,
   time, so training optimises the quantity that decoding ranks by.
   """
   L, K = template.num_levels, template.codebook_size
-  hidden = model.model(input_ids, mask)[:, :-1]
+  hidden = model.model(input_ids, mask, dropout)[:, :-1]
   sid = input_ids[:, 1:] - template.sid_offset
   is_sid = (sid >= 0) & (sid < L * K) & (mask[:, 1:] > 0)
   if last_item_only:  # Rows are left-padded: the last L targets are the item.
@@ -74,7 +76,8 @@ class Trainer:
 
   def _step(self, input_ids, mask):
     with tf.GradientTape() as tape:
-      loss = sid_loss(self.model, self.template, input_ids, mask)
+      loss = sid_loss(self.model, self.template, input_ids, mask,
+                      dropout=self.config.dropout)
     grads = tape.gradient(loss, self._variables)
     lr, grad_norm = self.optimizer.apply(grads, self._variables)
     return loss, lr, grad_norm

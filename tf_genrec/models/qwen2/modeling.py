@@ -9,6 +9,11 @@ under `tf.GradientTape`.
 Batches are LEFT-padded (the prompt contract): positions are derived from the
 attention mask, so a padded row produces exactly the hidden states of the same
 row without padding.
+
+`dropout` (a call argument, training only, 0 by default) drops embeddings,
+attention probabilities and both residual branches, GPT-2 style. It is a
+training choice, not architecture, so it is not part of Qwen2Config or the
+checkpoint; small recommendation datasets overfit without it.
 """
 import dataclasses
 from typing import Optional
@@ -82,6 +87,11 @@ class Qwen2RMSNorm(tf.Module):
     return self.weight * (x * tf.math.rsqrt(variance + self.eps))
 
 
+def _dropout(x, rate):
+  """Inverted dropout; a Python rate of 0 adds no op to inference graphs."""
+  return tf.nn.dropout(x, rate) if rate else x
+
+
 def rotary_cos_sin(position_ids, head_dim, rope_theta):
   """RoPE tables: position_ids [..., S] int -> (cos, sin) [..., S, head_dim].
 
@@ -151,7 +161,7 @@ class Qwen2Attention(tf.Module):
     return (apply_rotary_pos_emb(q, cos, sin), apply_rotary_pos_emb(k, cos, sin),
             v)
 
-  def attend(self, q, k, v, attention_bias):
+  def attend(self, q, k, v, attention_bias, dropout=0.0):
     """Attention output [B, Sq, H] (after o_proj).
 
     q [B, nH, Sq, D]; k, v [B, nKV, Sk, D] (e.g. a KV cache); attention_bias
@@ -165,14 +175,14 @@ class Qwen2Attention(tf.Module):
     q = tf.reshape(q, [b, self.num_kv_heads, groups, sq, self.head_dim])
     scores = tf.einsum("bkgqd,bksd->bkgqs", q, k) * (self.head_dim**-0.5)
     scores += attention_bias[:, :, None]  # [B, 1, 1, Sq, Sk]
-    probs = tf.nn.softmax(scores, axis=-1)
+    probs = _dropout(tf.nn.softmax(scores, axis=-1), dropout)
     out = tf.einsum("bkgqs,bksd->bqkgd", probs, v)
     return self.o_proj(
         tf.reshape(out, [b, sq, self.num_heads * self.head_dim]))
 
-  def __call__(self, hidden, cos, sin, attention_bias):
+  def __call__(self, hidden, cos, sin, attention_bias, dropout=0.0):
     q, k, v = self.project_qkv(hidden, cos, sin)
-    return self.attend(q, k, v, attention_bias)
+    return self.attend(q, k, v, attention_bias, dropout)
 
 
 class Qwen2MLP(tf.Module):
@@ -203,10 +213,11 @@ class Qwen2DecoderLayer(tf.Module):
         name="post_attention_layernorm")
     self.mlp = Qwen2MLP(config, init, name="mlp")
 
-  def __call__(self, hidden, cos, sin, attention_bias):
-    hidden += self.self_attn(self.input_layernorm(hidden), cos, sin,
-                             attention_bias)
-    return hidden + self.mlp(self.post_attention_layernorm(hidden))
+  def __call__(self, hidden, cos, sin, attention_bias, dropout=0.0):
+    hidden += _dropout(self.self_attn(self.input_layernorm(hidden), cos, sin,
+                                      attention_bias, dropout), dropout)
+    return hidden + _dropout(self.mlp(self.post_attention_layernorm(hidden)),
+                             dropout)
 
 
 class Qwen2Model(tf.Module):
@@ -222,9 +233,10 @@ class Qwen2Model(tf.Module):
     self.norm = Qwen2RMSNorm(config.hidden_size, config.rms_norm_eps,
                              name="norm")
 
-  def __call__(self, input_ids, attention_mask):
+  def __call__(self, input_ids, attention_mask, dropout=0.0):
     """input_ids [B, S] int, attention_mask [B, S] 0/1 (left padding) ->
-    last hidden states [B, S, H] after the final norm."""
+    last hidden states [B, S, H] after the final norm; dropout: training
+    only (module doc)."""
     tf.debugging.assert_equal(
         tf.shape(input_ids), tf.shape(attention_mask),
         message="attention_mask must have the shape of input_ids [B, S]")
@@ -232,9 +244,9 @@ class Qwen2Model(tf.Module):
     cos, sin = rotary_cos_sin(positions, self.config.head_dim,
                               self.config.rope_theta)
     bias = causal_attention_bias(attention_mask)
-    hidden = self.embed_tokens(input_ids)
+    hidden = _dropout(self.embed_tokens(input_ids), dropout)
     for layer in self.layers:
-      hidden = layer(hidden, cos, sin, bias)
+      hidden = layer(hidden, cos, sin, bias, dropout)
     return self.norm(hidden)
 
 
