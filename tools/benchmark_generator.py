@@ -4,13 +4,18 @@ Both run the same random Qwen2 weights (built in transformers, saved with
 save_pretrained, loaded with load_hf_checkpoint) on the same prompts and the
 same semantic-ID trie, with the same thread count. transformers gets the trie
 as prefix_allowed_tokens_fn (memoised per prefix, so its Python cost is paid
-once per distinct prefix). Every compute dtype of ours and HF are timed on
-the same prompts back to back, so their ratios share the machine's load;
-transformers runs float32 in every row. Prints a markdown table for
+once per distinct prefix). Each compute dtype of ours is compared with
+transformers in the same dtype (bfloat16: the HF model cast with
+`.to(torch.bfloat16)`, which torch runs faster than float32 on CPUs with
+AVX512_BF16), timed on the same prompts back to back, so each ratio shares
+the machine's load. GFLOP/s are reported against the measured matmul peak of
+the row's dtype, and "floor" is the time our matmul FLOPs would take at that
+peak: the bound no kernel tuning can beat. Prints a markdown table for
 docs/benchmarks.md.
 
   .venv/bin/python -m tools.benchmark_generator
 """
+import copy
 import os
 import resource
 import statistics
@@ -94,11 +99,11 @@ def _generator_flops(cfg: Qwen2Config, batch, width, prompt_len, num_levels,
   return batch * (prefill + decode + head)
 
 
-def _matmul_peak_gflops():
-  """Best fp32 GFLOP/s of a large tf.matmul at the configured threads."""
+def _matmul_peak_gflops(dtype):
+  """Best GFLOP/s of a large tf.matmul in dtype at the configured threads."""
   n = 2048
-  a = tf.random.normal([n, n])
-  b = tf.random.normal([n, n])
+  a = tf.cast(tf.random.normal([n, n]), dtype)
+  b = tf.cast(tf.random.normal([n, n]), dtype)
   mm = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
   mm()
   times = _time(lambda: mm().numpy(), min_iters=3, max_iters=10)
@@ -195,8 +200,9 @@ def _row(r, peak):
   gflops = _generator_flops(r["cfg"], r["batch"], r["width"],
                             FLAGS.prompt_len, FLAGS.num_levels,
                             FLAGS.codebook_size) / r["t"] / 1e9
+  floor_ms = gflops * r["t"] / peak * 1e3
   row = (f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['width']} | "
-         f"{r['t'] * 1e3:.1f} "
+         f"{r['t'] * 1e3:.1f} | {floor_ms:.1f} "
          f"| {r['batch'] / r['t']:.2f} | {gflops:.0f} ({gflops / peak:.0%}) | "
          f"{r['rss']:.0f} |")
   if "hf_t" not in r:
@@ -219,10 +225,13 @@ def main(_):
                trie.num_sids, list(trie.num_nodes), list(trie.max_children))
   # Measured at both ends of the run, best kept: on a shared machine one
   # measurement can land in a busy moment.
-  peaks = [_matmul_peak_gflops()]
+  peaks = {dtype: [_matmul_peak_gflops(dtype)]
+           for dtype in FLAGS.compute_dtypes}
 
   with tempfile.TemporaryDirectory() as tmp_dir:
     cfg, hf_model, model = _small_models(tmp_dir)
+  hf_models = {"float32": hf_model,
+               "bfloat16": copy.deepcopy(hf_model).to(torch.bfloat16)}
   widths = [int(w) for w in FLAGS.beam_widths]
   generators = {dtype: BeamSearchGenerator(model, trie, FLAGS.base_vocab,
                                            max_beam_width=max(widths),
@@ -234,32 +243,32 @@ def main(_):
   for batch, width in tqdm(cases, desc="generator benchmark"):
     prompts = rng.integers(0, cfg.vocab_size, size=(batch, FLAGS.prompt_len),
                            dtype=np.int32)
-    rows = []
     for dtype, generator in generators.items():
       times, rss = _bench_ours(generator, prompts, width)
-      rows.append(dict(model="4L-256H", dtype=dtype, cfg=cfg, batch=batch,
-                       width=width, t=statistics.median(times), rss=rss))
-    if FLAGS.hf:
-      hf_times, hf_rss = _bench_hf(hf_model, prompts, width, prefix_fn)
-      for r in rows:
+      r = dict(model="4L-256H", dtype=dtype, cfg=cfg, batch=batch,
+               width=width, t=statistics.median(times), rss=rss)
+      if FLAGS.hf:
+        hf_times, hf_rss = _bench_hf(hf_models[dtype], prompts, width,
+                                     prefix_fn)
         r.update(hf_t=statistics.median(hf_times), hf_iters=len(hf_times),
                  hf_rss=hf_rss)
-    for r in rows:
-      logging.info("%s", _row(r, peaks[0]))
-    results += rows
+      logging.info("%s", _row(r, peaks[dtype][0]))
+      results.append(r)
   if FLAGS.production_shape:
     results += _production_shape(rng, trie)
-  peaks.append(_matmul_peak_gflops())
-  peak = max(peaks)
-  header = ("| model | ours dtype | batch | W | ours ms/call (p50) | "
-            "ours req/s | ours GFLOP/s (of fp32 peak) | ours peak RSS MB | "
+  for dtype, measured in peaks.items():
+    measured.append(_matmul_peak_gflops(dtype))
+  peak = {dtype: max(measured) for dtype, measured in peaks.items()}
+  header = ("| model | dtype | batch | W | ours ms/call (p50) | floor ms | "
+            "ours req/s | ours GFLOP/s (of peak) | ours peak RSS MB | "
             "HF ms/call (iters) | HF req/s | HF peak RSS MB | ours/HF |")
-  print(f"\nfp32 matmul peak {peak:.0f} GFLOP/s (measured {peaks}), "
+  print(f"\nmatmul peaks (GFLOP/s, best of the start and end of the run): "
+        f"{ {d: round(v) for d, v in peak.items()} } (measured {peaks}), "
         f"{FLAGS.threads} thread(s), {trie.num_sids} SIDs (L={num_levels}, "
         f"K={k}), prompt {FLAGS.prompt_len} tokens, load average at the end "
         f"{os.getloadavg()[1]:.1f} (5 min) on {os.cpu_count()} cores\n")
   print("\n".join([header, "|" + "---|" * (header.count("|") - 1)] +
-                  [_row(r, peak) for r in results]))
+                  [_row(r, peak[r["dtype"]]) for r in results]))
 
 
 if __name__ == "__main__":
