@@ -51,6 +51,8 @@ flags.DEFINE_bool("production_shape", True,
 flags.DEFINE_list("production_widths", ["50"], "W for the 0.5B shape")
 flags.DEFINE_integer("production_iters", 2, "iterations for the 0.5B shape")
 flags.DEFINE_integer("seed", 0, "weights, items and prompts")
+flags.DEFINE_string("profile_dir", None, "If set, a TF profiler trace of our "
+                    "timed calls is written here (TensorBoard profile plugin)")
 
 
 def _reset_peak_rss():
@@ -147,8 +149,14 @@ def _bench_ours(generator, prompts, width, iters=None):
   w = tf.constant(width, tf.int32)
   generator.generate(ids, lengths, w)  # warm-up (graph tracing)
   _reset_peak_rss()
-  times = _time(lambda: generator.generate(ids, lengths, w)[1].numpy(),
-                min_iters=iters or 1, max_iters=iters)
+  if FLAGS.profile_dir:
+    tf.profiler.experimental.start(FLAGS.profile_dir)
+  try:
+    times = _time(lambda: generator.generate(ids, lengths, w)[1].numpy(),
+                  min_iters=iters or 1, max_iters=iters)
+  finally:
+    if FLAGS.profile_dir:
+      tf.profiler.experimental.stop()
   return times, _peak_rss_mb()
 
 
