@@ -9,6 +9,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tf_genrec.builders.export import write_warmup_requests
+from tf_genrec.builders.recall_model import (BEHAVIOR_INPUT_SPECS,
+                                             REQUEST_OPTION_SPECS)
 from tf_genrec.serving.server import ModelServer, ServerOptions
 
 MAX_BEAM_WIDTH = 8
@@ -26,15 +28,7 @@ class ToyRecallModel(tf.Module):
     super().__init__()
     self.version = tf.constant(version, tf.int64)
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, None], tf.int64, "item_ids"),
-      tf.TensorSpec([None, None], tf.int64, "timestamps"),
-      tf.TensorSpec([None, None], tf.int32, "action_types"),
-      tf.TensorSpec([None], tf.int32, "lengths"),
-      tf.TensorSpec([None], tf.int64, "request_time"),
-      tf.TensorSpec([None], tf.int32, "beam_width"),
-      tf.TensorSpec([None], tf.int32, "top_n"),
-  ])
+  @tf.function(input_signature=BEHAVIOR_INPUT_SPECS + REQUEST_OPTION_SPECS)
   def serve(self, item_ids, timestamps, action_types, lengths, request_time,
             beam_width=tf.constant([2]), top_n=tf.constant([4])):
     t = tf.shape(item_ids, out_type=tf.int32)[1]

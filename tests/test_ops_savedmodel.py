@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_genrec import ops
+from tf_genrec.builders.recall_model import BEHAVIOR_INPUT_SPECS
 from tf_genrec.tables.item_table import write_item_table
 from tf_genrec.tables.item_table_resource import ItemTable
 
@@ -23,12 +24,7 @@ class RecallOps(tf.Module):
     super().__init__()
     self.table = ItemTable(table_path, L, K)
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([None, None], tf.int64, "item_ids"),
-      tf.TensorSpec([None, None], tf.int64, "timestamps"),
-      tf.TensorSpec([None, None], tf.int32, "action_types"),
-      tf.TensorSpec([None], tf.int32, "lengths"),
-      tf.TensorSpec([None], tf.int64, "request_time"),
+  @tf.function(input_signature=list(BEHAVIOR_INPUT_SPECS) + [
       tf.TensorSpec([None, None, L], tf.int32, "beam_codes"),
       tf.TensorSpec([None, None], tf.float32, "beam_scores"),
       tf.TensorSpec([], tf.int32, "top_n"),

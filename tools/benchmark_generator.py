@@ -238,8 +238,8 @@ def main(_):
 
   with tempfile.TemporaryDirectory() as tmp_dir:
     cfg, hf_model, model = _small_models(tmp_dir)
-  hf_models = {"float32": hf_model,
-               "bfloat16": copy.deepcopy(hf_model).to(torch.bfloat16)}
+  hf_models = {dtype: copy.deepcopy(hf_model).to(getattr(torch, dtype))
+               for dtype in FLAGS.compute_dtypes}
   widths = [int(w) for w in FLAGS.beam_widths]
   generators = {dtype: BeamSearchGenerator(model, trie, FLAGS.base_vocab,
                                            max_beam_width=max(widths),

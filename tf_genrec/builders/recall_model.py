@@ -11,6 +11,20 @@ from tf_genrec.builders.config import RecallGraphConfig
 from tf_genrec.builders.stages import (BehaviorFeatures, ItemRetriever,
                                        PromptBuilder, SemanticIdEncoder)
 
+# The serving signature's behaviour inputs (every scene) and its optional
+# per-row request options, in signature order.
+BEHAVIOR_INPUT_SPECS = (
+    tf.TensorSpec([None, None], tf.int64, "item_ids"),
+    tf.TensorSpec([None, None], tf.int64, "timestamps"),
+    tf.TensorSpec([None, None], tf.int32, "action_types"),
+    tf.TensorSpec([None], tf.int32, "lengths"),
+    tf.TensorSpec([None], tf.int64, "request_time"),
+)
+REQUEST_OPTION_SPECS = (
+    tf.TensorSpec([None], tf.int32, "beam_width"),
+    tf.TensorSpec([None], tf.int32, "top_n"),
+)
+
 
 class GenerativeRecallModel(tf.Module):
 
@@ -80,15 +94,7 @@ class GenerativeRecallModel(tf.Module):
     tf.function itself (not a concrete function) is what records them.
     """
     c, r = self._config, self._config.retrieval
-    core = [
-        tf.TensorSpec([None, None], tf.int64, "item_ids"),
-        tf.TensorSpec([None, None], tf.int64, "timestamps"),
-        tf.TensorSpec([None, None], tf.int32, "action_types"),
-        tf.TensorSpec([None], tf.int32, "lengths"),
-        tf.TensorSpec([None], tf.int64, "request_time"),
-    ]
-    options = [tf.TensorSpec([None], tf.int32, "beam_width"),
-               tf.TensorSpec([None], tf.int32, "top_n")]
+    core, options = list(BEHAVIOR_INPUT_SPECS), list(REQUEST_OPTION_SPECS)
     default_w = tf.constant([r.default_beam_width], tf.int32)
     default_n = tf.constant([r.default_top_n], tf.int32)
     if c.context_input:
