@@ -11,6 +11,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tf_genrec.builders.export import write_warmup_requests
 from tf_genrec.builders.recall_model import (BEHAVIOR_INPUT_SPECS,
                                              REQUEST_OPTION_SPECS)
+from tf_genrec.serving import config
 from tf_genrec.serving.server import ModelServer, ServerOptions
 
 MAX_BEAM_WIDTH = 8
@@ -112,6 +113,17 @@ def in_process(path, inputs):
   feeds.setdefault("beam_width", tf.constant([2]))
   feeds.setdefault("top_n", tf.constant([4]))
   return {k: v.numpy() for k, v in fn(**feeds).items()}
+
+
+@contextlib.contextmanager
+def serving_toy_model(base_path):
+  """A server over toy version 1 exported under base_path, labelled "stable";
+  yields (server, channel, version path)."""
+  path = export_toy_model(base_path, 1)
+  model_config = config.single_model_config("toy", base_path)
+  model_config.model_config_list.config[0].version_labels["stable"] = 1
+  with running_server(model_config) as (server, channel):
+    yield server, channel, path
 
 
 @contextlib.contextmanager

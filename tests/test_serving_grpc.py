@@ -17,12 +17,9 @@ State = get_model_status_pb2.ModelVersionStatus.State
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-  base = tmp_path_factory.mktemp("toy")
-  path = tl.export_toy_model(str(base), 1)
-  model_config = config.single_model_config("toy", str(base))
-  model_config.model_config_list.config[0].version_labels["stable"] = 1
-  with tl.running_server(model_config) as (server, channel):
-    yield server, channel, path, tmp_path_factory, str(base)
+  base = str(tmp_path_factory.mktemp("toy"))
+  with tl.serving_toy_model(base) as (server, channel, path):
+    yield server, channel, path, tmp_path_factory, base
 
 
 def _predict(channel, inputs, model="toy", **spec):

@@ -7,16 +7,12 @@ import numpy as np
 import pytest
 
 import serving_testlib as tl
-from tf_genrec.serving import config
 
 
 @pytest.fixture(scope="module")
 def rest(tmp_path_factory):
-  base = tmp_path_factory.mktemp("toy")
-  path = tl.export_toy_model(str(base), 1)
-  model_config = config.single_model_config("toy", str(base))
-  model_config.model_config_list.config[0].version_labels["stable"] = 1
-  with tl.running_server(model_config) as (server, _):
+  with tl.serving_toy_model(str(tmp_path_factory.mktemp("toy"))) as (
+      server, _, path):
     yield f"http://localhost:{server.rest_port}", path
 
 
