@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
@@ -118,6 +119,13 @@ def test_sasrec_few_steps_on_real_slice():
   scores = model.score(split.test_inputs[:5])
   assert scores.shape == (5, dataset.num_items)
   assert np.all(np.isfinite(scores))
+  # Exported item embeddings: row i scores item id i (the pad row is gone).
+  emb = model.item_embeddings()
+  assert emb.shape == (dataset.num_items, 32)
+  tokens = pad_left([np.asarray(h) + 1 for h in split.test_inputs[:5]],
+                    config.max_len)
+  hidden = model(tf.constant(tokens))[:, -1].numpy()
+  np.testing.assert_allclose(scores, hidden @ emb.T, rtol=1e-4, atol=1e-4)
 
 
 def test_sasrec_config_errors():

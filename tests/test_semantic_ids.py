@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tf_genrec.semantic_ids import assign
-from tf_genrec.semantic_ids.embeddings import embed_texts, load_embeddings
+from tf_genrec.semantic_ids.embeddings import (combine_embeddings,
+                                               embed_texts, load_embeddings)
 from tf_genrec.semantic_ids.rqvae import (RQVAEConfig, codebook_usage, kmeans,
                                           train_rqvae)
 from tf_genrec.tables.item_table import read_item_table
@@ -139,6 +140,27 @@ def test_load_embeddings_checks(tmp_path):
     load_embeddings(tmp_path / "bad.npy")
 
 
+def test_combine_embeddings_weights_per_view_cosines():
+  rng = np.random.default_rng(0)
+  text = rng.normal(size=(6, 4))
+  collab = 100.0 * rng.normal(size=(6, 3))  # A scale that must not matter.
+  out = combine_embeddings([text, collab], [1.0, 0.5])
+  assert out.shape == (6, 7) and out.dtype == np.float32
+
+  def cosines(x):
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T
+  np.testing.assert_allclose(out @ out.T,
+                             cosines(text) + 0.25 * cosines(collab),
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="one weight per source"):
+    combine_embeddings([text, collab], [1.0])
+  with pytest.raises(ValueError, match=r"same number of items.*\[5, 6\]"):
+    combine_embeddings([text, collab[:5]], [1.0, 1.0])
+  with pytest.raises(ValueError, match="weights must be > 0, got 0.0"):
+    combine_embeddings([text, collab], [1.0, 0.0])
+
+
 def test_minilm_embeds_real_items():
   from tf_genrec.data.amazon import load_amazon_scientific
   from tf_genrec.semantic_ids.embeddings import MiniLMEncoder
@@ -180,3 +202,34 @@ def test_build_semantic_ids_tool_with_external_codes(tmp_path):
   assert (report["before_collision_handling"]
           == report["after_collision_handling"]
           == assign.collision_stats(codes))
+
+
+def test_build_semantic_ids_tool_with_two_embedding_views(tmp_path):
+  import json
+  import subprocess
+  import sys
+  from pathlib import Path
+
+  from tf_genrec.data.amazon import load_amazon_scientific
+
+  num_items = load_amazon_scientific().num_items
+  rng = np.random.default_rng(0)
+  np.save(tmp_path / "text.npy", rng.normal(size=(num_items, 8)))
+  np.save(tmp_path / "collab.npy", rng.normal(size=(num_items, 4)))
+  repo = Path(__file__).resolve().parents[1]
+  base = [sys.executable, "-m", "tools.build_semantic_ids",
+          f"--embeddings={tmp_path / 'text.npy'},{tmp_path / 'collab.npy'}",
+          "--num_levels=2", "--codebook_size=8", "--latent_dim=4",
+          "--epochs=2", "--collision_mode=share",
+          f"--output_dir={tmp_path / 'out'}"]
+  subprocess.run(base + ["--embedding_weights=1,0.5"], cwd=repo, check=True,
+                 capture_output=True)
+  report = json.loads((tmp_path / "out" / "report.json").read_text())
+  assert report["embedding_weights"] == [1.0, 0.5]
+  assert report["config"]["input_dim"] == 12  # Both views, concatenated.
+  assert len(read_item_table(tmp_path / "out" / "item_table.tsv").item_ids
+             ) == num_items
+  bad = subprocess.run(base + ["--embedding_weights=1"], cwd=repo,
+                       capture_output=True, text=True)
+  assert bad.returncode != 0
+  assert "need one weight per source, got 2 sources and 1 weights" in bad.stderr

@@ -17,16 +17,21 @@ from absl import app, flags, logging
 from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, item_popularity,
                                    leave_one_out, load_amazon_scientific)
 from tf_genrec.semantic_ids import assign
-from tf_genrec.semantic_ids.embeddings import load_embeddings
+from tf_genrec.semantic_ids.embeddings import (combine_embeddings,
+                                               load_embeddings)
 from tf_genrec.semantic_ids.rqvae import (RQVAEConfig, codebook_usage,
                                           train_rqvae)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR,
                     "Dataset directory; relative paths are from the repo root.")
-flags.DEFINE_string("embeddings", "runs/demo/sids/item_embeddings.npy",
-                    "[num_items, dim] .npy from tools/embed_items.py or any "
-                    "precomputed embeddings (row = item id).")
+flags.DEFINE_list("embeddings", ["runs/demo/sids/item_embeddings.npy"],
+                  "[num_items, dim] .npy from tools/embed_items.py or any "
+                  "precomputed embeddings (row = item id); several (e.g. text "
+                  "and SASRec item embeddings) are row-normalised, weighted "
+                  "by --embedding_weights and concatenated.")
+flags.DEFINE_list("embedding_weights", None, "One weight per --embeddings "
+                  "file (default 1 each); used only with several files.")
 flags.DEFINE_string("codes", None, "Externally built SIDs (.npy [N, L] or "
                     "item_id<TAB>codes text); skips the RQ-VAE.")
 flags.DEFINE_string("output_dir", "runs/demo/sids", "Writes item_table.tsv, "
@@ -56,7 +61,15 @@ def main(argv):
                               FLAGS.codebook_size)
     report["source"] = FLAGS.codes
   else:
-    emb = load_embeddings(FLAGS.embeddings, dataset.num_items)
+    sources = [load_embeddings(p, dataset.num_items)
+               for p in FLAGS.embeddings]
+    if len(sources) == 1:
+      emb = sources[0]
+    else:
+      weights = [float(w) for w in
+                 FLAGS.embedding_weights or [1.0] * len(sources)]
+      emb = combine_embeddings(sources, weights)
+      report["embedding_weights"] = weights
     config = RQVAEConfig(
         input_dim=emb.shape[1], latent_dim=FLAGS.latent_dim,
         num_levels=FLAGS.num_levels, codebook_size=FLAGS.codebook_size,

@@ -11,6 +11,7 @@ import json
 import os
 import time
 
+import numpy as np
 from absl import app, flags, logging
 
 from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, leave_one_out,
@@ -33,6 +34,10 @@ flags.DEFINE_integer("max_epochs", 100, "Upper bound on epochs.")
 flags.DEFINE_integer("eval_every", 2, "Epochs between validation passes.")
 flags.DEFINE_integer("patience", 5, "Validation passes without improvement.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("item_embeddings_output", None, "Also saves the chosen "
+                    "model's item embeddings, [num_items, hidden_dim] .npy "
+                    "(row = item id), e.g. as the collaborative view for "
+                    "build_semantic_ids --embeddings.")
 
 
 def main(argv):
@@ -62,6 +67,11 @@ def main(argv):
   report["sasrec"].update(
       config=dataclasses.asdict(config), epochs_run=len(history),
       train_seconds=round(time.time() - start, 1))
+  if FLAGS.item_embeddings_output:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.item_embeddings_output)),
+                exist_ok=True)
+    np.save(FLAGS.item_embeddings_output, model.item_embeddings())
+    report["item_embeddings"] = FLAGS.item_embeddings_output
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   with open(FLAGS.output, "w") as f:
     json.dump(report, f, indent=2)

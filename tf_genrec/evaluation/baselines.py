@@ -120,6 +120,10 @@ class SASRec(tf.keras.Model):
     """[..., hidden_dim] -> [..., num_items] (pad token excluded)."""
     return tf.matmul(hidden, self.item_emb.embeddings[1:], transpose_b=True)
 
+  def item_embeddings(self) -> np.ndarray:
+    """[num_items, hidden_dim]; row i is item id i (the pad row dropped)."""
+    return self.item_emb.embeddings[1:].numpy()
+
   def score(self, histories):
     tokens = pad_left([np.asarray(h) + 1 for h in histories],
                       self.config.max_len)

@@ -70,3 +70,26 @@ def load_embeddings(path, num_items: int = None) -> np.ndarray:
   if not np.all(np.isfinite(emb)):
     raise ValueError(f"{path}: embeddings contain NaN or inf")
   return emb.astype(np.float32)
+
+
+def combine_embeddings(sources, weights) -> np.ndarray:
+  """Concatenates item embeddings of several views (e.g. text + collaborative).
+
+  Each source's rows are L2-normalised and scaled by its weight, so a dot
+  product in the result is the weight^2-weighted sum of per-view cosines and
+  no view dominates through its scale or width alone.
+  """
+  if not sources or len(sources) != len(weights):
+    raise ValueError(f"need one weight per source, got {len(sources)} "
+                     f"sources and {len(weights)} weights")
+  rows = {s.shape[0] for s in sources}
+  if len(rows) != 1:
+    raise ValueError(f"sources must have the same number of items (rows), "
+                     f"got {sorted(rows)}")
+  parts = []
+  for emb, w in zip(sources, weights):
+    if w <= 0:
+      raise ValueError(f"weights must be > 0, got {w}")
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    parts.append(w * emb / np.maximum(norm, 1e-12))
+  return np.concatenate(parts, axis=1).astype(np.float32)
