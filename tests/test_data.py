@@ -54,6 +54,10 @@ def test_leave_one_out(dataset):
     inputs, targets = split.inputs_and_targets("valid")
     np.testing.assert_array_equal(inputs[user], h[:-2])
     assert targets[user] == h[-2]
+    # A refit trains on everything before the test target, never on it.
+    np.testing.assert_array_equal(split.fit_histories()[user], h[:-2])
+    np.testing.assert_array_equal(split.fit_histories(refit=True)[user],
+                                  h[:-1])
   with pytest.raises(ValueError, match="split must be"):
     split.inputs_and_targets("train")
 

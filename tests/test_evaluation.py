@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
-                                            evaluate_scorer, pad_left,
+                                            best_epochs, evaluate_scorer,
+                                            pad_left,
                                             train_sasrec)
 from tf_genrec.evaluation.metrics import (evaluate_ranking, ndcg_at_k,
                                           recall_at_k, target_ranks,
@@ -105,6 +106,29 @@ def test_sasrec_stops_early_when_validation_does_not_improve():
   _, history = train_sasrec(split.train, *split.inputs_and_targets("valid"),
                             config)
   assert len(history) == 2
+
+
+def test_sasrec_refit_runs_the_chosen_epochs_without_validation():
+  rng = np.random.default_rng(2)
+  split = leave_one_out(_cyclic_histories(80, 20, 6, rng))
+  config = SASRecConfig(num_items=20, max_len=6, hidden_dim=8, num_blocks=1,
+                        num_heads=1, learning_rate=5e-3, max_epochs=3,
+                        eval_every=1)
+  model, history = train_sasrec(split.fit_histories(refit=True), None, None,
+                                config)
+  assert [r["epoch"] for r in history] == [0, 1, 2]
+  assert not any("valid" in r for r in history)
+  assert history[-1]["loss"] < history[0]["loss"]
+  assert model.score(split.test_inputs[:2]).shape == (2, 20)
+
+
+def test_best_epochs_counts_up_to_the_best_validation_pass():
+  history = [{"epoch": 0}, {"epoch": 1, "valid": {"ndcg@10": 0.2}},
+             {"epoch": 2}, {"epoch": 3, "valid": {"ndcg@10": 0.3}},
+             {"epoch": 4}, {"epoch": 5, "valid": {"ndcg@10": 0.3}}]
+  assert best_epochs(history) == 4  # The first of tied passes, as training.
+  with pytest.raises(ValueError, match="no validation pass"):
+    best_epochs([{"epoch": 0}])
 
 
 def test_sasrec_few_steps_on_real_slice():

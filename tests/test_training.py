@@ -148,3 +148,34 @@ def test_trainer_learns_and_resumes(tmp_path):
   assert resumed.evaluate_loss(sequences) == pytest.approx(after, rel=1e-6)
   resumed.fit(sequences)
   assert int(resumed.optimizer.step) == 110
+
+
+def test_train_tool_refit_trains_on_the_validation_items(tmp_path):
+  import json
+  import subprocess
+  import sys
+  from pathlib import Path
+
+  num_items = load_amazon_scientific().num_items
+  codes = np.random.default_rng(0).integers(0, K, size=(num_items, L))
+  write_item_table(tmp_path / "table.tsv", np.arange(num_items), codes)
+  repo = Path(__file__).resolve().parents[1]
+
+  def train(name, *flags):
+    out = tmp_path / name
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.train_generator",
+         f"--item_table={tmp_path / 'table.tsv'}", f"--output_dir={out}",
+         f"--codebook_size={K}", "--max_users=40", "--steps=2",
+         "--batch_size=8", "--warmup_steps=1", "--hidden_size=32",
+         "--num_hidden_layers=1", "--intermediate_size=64", *flags],
+        cwd=repo, check=True, capture_output=True, text=True)
+    return json.loads((out / "train_report.json").read_text()), run.stderr
+
+  report, log = train("tune")
+  assert not report["refit"] and report["valid_loss"] is not None
+  assert "40 training / 40 validation sequences" in log
+  refit, log = train("refit", "--refit")
+  # The validation item is now trained on, so it can no longer score it.
+  assert refit["refit"] and refit["valid_loss"] is None
+  assert "40 training / 0 validation sequences" in log

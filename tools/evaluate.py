@@ -8,13 +8,15 @@ the same users.
 
   tf-genrec evaluate --saved_model_dir=runs/demo/models/ad_recall/1 --split=valid
 """
+import dataclasses
 import json
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
-                                           evaluate_scorer, train_sasrec)
+                                           best_epochs, evaluate_scorer,
+                                           train_sasrec)
 from tf_genrec.evaluation.saved_model_recall import evaluate_saved_model
 
 FLAGS = flags.FLAGS
@@ -28,11 +30,18 @@ flags.DEFINE_integer("batch_size", 64, "Users per SavedModel call.")
 flags.DEFINE_integer("max_users", 0, "Evaluate the first N users (0: all).")
 flags.DEFINE_bool("sasrec", False, "Also train + score the SASRec baseline "
                   "(about 10 minutes on 2 cores).")
+flags.DEFINE_bool("refit", False, "Test split, every method refit on each "
+                  "user's items before the test target (h[:-1]): the "
+                  "SavedModel from `tf-genrec train --refit`, SASRec for the "
+                  "epochs its validation run chose, most-popular counts.")
 flags.mark_flag_as_required("saved_model_dir")
 
 
 def main(argv):
   del argv
+  if FLAGS.refit and FLAGS.split != "test":
+    raise app.UsageError("--refit is for --split=test (a refit model has "
+                         "trained on the validation targets)")
   dataset = load_amazon_scientific(FLAGS.data_dir)
   split = leave_one_out(dataset.histories)
   inputs, targets = split.inputs_and_targets(FLAGS.split)
@@ -40,21 +49,28 @@ def main(argv):
     inputs, targets = inputs[:FLAGS.max_users], targets[:FLAGS.max_users]
   report = {
       "split": FLAGS.split, "users": len(inputs),
-      "beam_width": FLAGS.beam_width,
+      "beam_width": FLAGS.beam_width, "refit": FLAGS.refit,
       "generative": evaluate_saved_model(FLAGS.saved_model_dir, inputs,
                                          targets, FLAGS.beam_width,
                                          FLAGS.top_n, FLAGS.batch_size),
       "most_popular": evaluate_scorer(
-          MostPopular(split.train, dataset.num_items).score, inputs, targets),
+          MostPopular(split.fit_histories(FLAGS.refit), dataset.num_items
+                      ).score, inputs, targets),
   }
   if FLAGS.sasrec:
-    sasrec, _ = train_sasrec(split.train, *split.inputs_and_targets("valid"),
-                             SASRecConfig(num_items=dataset.num_items))
+    config = SASRecConfig(num_items=dataset.num_items)
+    sasrec, history = train_sasrec(split.train,
+                                   *split.inputs_and_targets("valid"), config)
+    if FLAGS.refit:
+      epochs = best_epochs(history)
+      report["sasrec_refit_epochs"] = epochs
+      sasrec, _ = train_sasrec(
+          split.fit_histories(refit=True), None, None,
+          dataclasses.replace(config, max_epochs=epochs))
     report["sasrec"] = evaluate_scorer(sasrec.score, inputs, targets)
   logging.info("%s", report)
   print(json.dumps(report))
 
 
 if __name__ == "__main__":
-  from absl import app
   app.run(main)

@@ -45,6 +45,9 @@ flags.DEFINE_float("weight_decay", 0.05, "AdamW decoupled weight decay.")
 flags.DEFINE_float("dropout", 0.2, "Training-only dropout of embeddings, "
                    "attention probabilities and residual branches.")
 flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
+flags.DEFINE_bool("refit", False, "Final test-time model: also train on each "
+                  "user's validation item (hyper-parameters chosen on "
+                  "validation beforehand); no validation loss is logged.")
 flags.DEFINE_integer("max_users", 0, "Use only the first N users (0: all).")
 flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed.")
 flags.mark_flags_as_required(["item_table", "output_dir"])
@@ -62,9 +65,10 @@ def main(argv):
   dataset = load_amazon_scientific(FLAGS.data_dir)
   histories = dataset.histories[:FLAGS.max_users or None]
   split = leave_one_out(histories)
-  train = build_sequences([h for h in split.train if len(h)], item_codes,
-                          template, FLAGS.max_history)
-  valid = build_sequences(
+  train = build_sequences(
+      [h for h in split.fit_histories(FLAGS.refit) if len(h)],
+      item_codes, template, FLAGS.max_history)
+  valid = [] if FLAGS.refit else build_sequences(
       [list(h) + [t] for h, t in zip(split.valid_inputs, split.valid_targets)],
       item_codes, template, FLAGS.max_history)
   logging.info("%d training / %d validation sequences", len(train),
@@ -86,10 +90,11 @@ def main(argv):
                                 total_steps=FLAGS.steps))
   trainer = Trainer(model, template, config, FLAGS.output_dir)
   train_loss = trainer.fit(train, valid)
-  valid_loss = trainer.evaluate_loss(valid)
+  valid_loss = trainer.evaluate_loss(valid) if valid else None
   hf_dir = trainer.save_hf(os.path.join(FLAGS.output_dir, "hf"))
   report = {"train_loss": train_loss, "valid_loss": valid_loss,
-            "checkpoint_dir": hf_dir, "train_sequences": len(train)}
+            "checkpoint_dir": hf_dir, "train_sequences": len(train),
+            "refit": FLAGS.refit}
   with open(os.path.join(FLAGS.output_dir, "train_report.json"), "w") as f:
     json.dump(report, f, indent=1)
   print(json.dumps(report))

@@ -105,6 +105,16 @@ class LeaveOneOutSplit:
   def test_inputs(self) -> list:
     return [np.append(h, v) for h, v in zip(self.train, self.valid_targets)]
 
+  def fit_histories(self, refit: bool = False) -> list:
+    """What a model may train on: h[:-2], or with refit h[:-1].
+
+    refit is for the final test-time model: hyper-parameters are chosen on
+    validation first, then the model is trained again on everything the
+    user did before the test target, as a production model trains on all
+    logs up to now. Every method compared on test must be fitted alike.
+    """
+    return self.test_inputs if refit else self.train
+
   def inputs_and_targets(self, split: str):
     """("valid" | "test") -> (list of input histories, [num_users] targets)."""
     if split == "valid":

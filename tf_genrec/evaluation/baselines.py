@@ -152,6 +152,8 @@ def train_sasrec(train_histories, valid_histories, valid_targets,
                  config: SASRecConfig, select_metric: str = "ndcg@10"):
   """Trains on training histories; early-stops on the validation split only.
 
+  With valid_histories None (a refit whose epochs were chosen on validation
+  before) it trains exactly config.max_epochs and keeps the final weights.
   Returns (model with the best validation weights, history of dicts).
   """
   tf.keras.utils.set_random_seed(config.seed)
@@ -186,7 +188,9 @@ def train_sasrec(train_histories, valid_histories, valid_targets,
       losses.append(float(train_step(tf.constant(inputs[rows]),
                                      tf.constant(targets[rows]))))
     record = {"epoch": epoch, "loss": float(np.mean(losses))}
-    if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.max_epochs:
+    if valid_histories is None:
+      progress.set_postfix(loss=f"{record['loss']:.3f}")
+    elif (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.max_epochs:
       metrics = evaluate_scorer(model.score, valid_histories, valid_targets)
       record["valid"] = metrics
       if metrics[select_metric] > best:
@@ -203,5 +207,15 @@ def train_sasrec(train_histories, valid_histories, valid_targets,
       logging.info("early stop at epoch %d, best valid %s %.4f", epoch,
                    select_metric, best)
       break
-  model.set_weights(best_weights)
+  if best_weights is not None:
+    model.set_weights(best_weights)
   return model, history
+
+
+def best_epochs(history, select_metric: str = "ndcg@10") -> int:
+  """Epochs up to the best validation pass of a train_sasrec history."""
+  passes = [r for r in history if "valid" in r]
+  if not passes:
+    raise ValueError("history has no validation pass")
+  best = max(passes, key=lambda r: r["valid"][select_metric])
+  return best["epoch"] + 1
