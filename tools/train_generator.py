@@ -1,7 +1,8 @@
 """tf-genrec train: a Qwen2 generator on semantic-ID user histories.
 
 Trains on the leave-one-out training split (validation loss is logged on the
-validation targets; the test split is never read), saves a Hugging Face Qwen2
+validation targets; the test split is never read; --refit adds the
+validation items for the final test-time model), saves a Hugging Face Qwen2
 checkpoint (config.json + model.safetensors) that `tf-genrec export` and
 transformers both open. Re-running with the same --output_dir resumes.
 
