@@ -233,3 +233,8 @@ def test_build_semantic_ids_tool_with_two_embedding_views(tmp_path):
                        capture_output=True, text=True)
   assert bad.returncode != 0
   assert "need one weight per source, got 2 sources and 1 weights" in bad.stderr
+  one_file = [a for a in base if not a.startswith("--embeddings=")]
+  bad = subprocess.run(one_file + [f"--embeddings={tmp_path / 'text.npy'}",
+                                   "--embedding_weights=1,2"],
+                       cwd=repo, capture_output=True, text=True)
+  assert "need one weight per source, got 1 sources and 2 weights" in bad.stderr

@@ -31,7 +31,8 @@ flags.DEFINE_list("embeddings", ["runs/demo/sids/item_embeddings.npy"],
                   "and SASRec item embeddings) are row-normalised, weighted "
                   "by --embedding_weights and concatenated.")
 flags.DEFINE_list("embedding_weights", None, "One weight per --embeddings "
-                  "file (default 1 each); used only with several files.")
+                  "file (default 1 each); a single file is used as given "
+                  "unless a weight is set.")
 flags.DEFINE_string("codes", None, "Externally built SIDs (.npy [N, L] or "
                     "item_id<TAB>codes text); skips the RQ-VAE.")
 flags.DEFINE_string("output_dir", "runs/demo/sids", "Writes item_table.tsv, "
@@ -63,9 +64,9 @@ def main(argv):
   else:
     sources = [load_embeddings(p, dataset.num_items)
                for p in FLAGS.embeddings]
-    if len(sources) == 1:
-      emb = sources[0]
-    else:
+    if len(sources) == 1 and not FLAGS.embedding_weights:
+      emb = sources[0]  # Used as given, e.g. already normalised text vectors.
+    else:  # combine_embeddings names a weight count that does not match.
       weights = [float(w) for w in
                  FLAGS.embedding_weights or [1.0] * len(sources)]
       emb = combine_embeddings(sources, weights)
