@@ -84,8 +84,9 @@ def _exhaustive_top(model, prompt, sids, width):
   return [tuple(sids[i]) for i in order], scores[order]
 
 
-def _stepwise_beam_search(model, prompt, sids, width):
-  """Plain beam search: full forward per beam, every valid child scored."""
+def _stepwise_beam_search(model, prompt, sids, width, sid_softmax="level"):
+  """Plain beam search: full forward per beam, every valid child scored;
+  sid_softmax="trie" renormalises each step over the beam's valid children."""
   valid = {tuple(s) for s in sids.tolist()}
   beams = [((), 0.0)]
   for level in range(L):
@@ -94,6 +95,8 @@ def _stepwise_beam_search(model, prompt, sids, width):
     candidates = []
     for (prefix, score), lp in zip(beams, log_probs):
       children = sorted({s[level] for s in valid if s[:level] == prefix})
+      if sid_softmax == "trie":
+        lp = lp - np.log(np.exp(lp[children]).sum())
       candidates += [(prefix + (c,), score + lp[c]) for c in children]
     candidates.sort(key=lambda x: -x[1])
     beams = candidates[:width]
@@ -156,6 +159,38 @@ def test_matches_stepwise_reference_with_pruning(model, width):
     prompt = prompts[row, prompts.shape[1] - lengths[row]:]
     _check_against(_stepwise_beam_search(model, prompt, sids, width),
                    codes[row], scores[row])
+
+
+@pytest.mark.parametrize("width", [1, 5, 64])
+def test_trie_softmax_matches_stepwise_reference(model, width):
+  """sid_softmax="trie": each step normalised over the trie children only."""
+  sids = _sids(3, 300)
+  trie = SemanticIdTrie(sids, K)
+  gen = BeamSearchGenerator(model, trie, SID_OFFSET, max_beam_width=64,
+                            sid_softmax="trie")
+  prompts, lengths = _prompts(4, [9, 5])
+  codes, scores = _run(gen, prompts, lengths, width)
+  for row in range(2):
+    prompt = prompts[row, prompts.shape[1] - lengths[row]:]
+    _check_against(_stepwise_beam_search(model, prompt, sids, width, "trie"),
+                   codes[row], scores[row])
+
+
+def test_trie_softmax_is_a_distribution_over_existing_sids(model):
+  """Without pruning, trie-softmax scores of all SIDs sum to one (level
+  softmax leaks the mass of codes no item has)."""
+  sids = _sids(1, 30)
+  trie = SemanticIdTrie(sids, K)
+  prompts, lengths = _prompts(2, [7, 3])
+  totals = {}
+  for softmax in ("level", "trie"):
+    gen = BeamSearchGenerator(model, trie, SID_OFFSET, max_beam_width=64,
+                              sid_softmax=softmax)
+    codes, scores = _run(gen, prompts, lengths, 64)
+    assert np.all(codes[:, :len(sids)] >= 0)
+    totals[softmax] = np.exp(scores).sum(axis=1)
+  np.testing.assert_allclose(totals["trie"], 1.0, rtol=1e-5)
+  assert np.all(totals["level"] < 0.9)
 
 
 def test_tied_embeddings_match_stepwise_reference():
@@ -236,6 +271,8 @@ def test_constructor_rejects_bad_limits(model):
     BeamSearchGenerator(model, trie, SID_OFFSET + 1, 8)
   with pytest.raises(ValueError, match=r"compute_dtype"):
     BeamSearchGenerator(model, trie, SID_OFFSET, 8, compute_dtype="float16")
+  with pytest.raises(ValueError, match=r"sid_softmax"):
+    BeamSearchGenerator(model, trie, SID_OFFSET, 8, sid_softmax="global")
 
 
 def test_saved_model_round_trip(model, tmp_path):

@@ -1,6 +1,7 @@
 """The recall graph end to end: wiring, export, reload, per-request options."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tf_genrec import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import WARMUP_FILE, export_saved_model
+from tf_genrec.generation.generation_config import save_sid_softmax
 
 from recall_testlib import K, L, tiny_recall_assets
 
@@ -189,3 +191,17 @@ def test_search_scene_takes_query_tokens(assets):
   # Different queries condition the generator differently.
   assert not np.array_equal(q1["semantic_ids"].numpy(),
                             q2["semantic_ids"].numpy())
+
+
+def test_generator_decodes_as_the_checkpoint_was_trained(assets, tmp_path):
+  a = assets
+  ckpt = shutil.copytree(a["ckpt"], tmp_path / "ckpt")
+
+  def softmax(**kw):
+    return build_generative_recall(a["config"], ckpt, a["table_path"],
+                                   **kw).generator.sid_softmax
+
+  assert softmax() == "level"  # no generation_config.json
+  save_sid_softmax(ckpt, "trie")
+  assert softmax() == "trie"
+  assert softmax(sid_softmax="level") == "level"  # explicit override

@@ -12,6 +12,7 @@ from absl import flags, logging
 from tf_genrec import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
+from tf_genrec.generation.beam_search import SID_SOFTMAXES
 from tf_genrec.tables.item_table import read_item_table
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,9 @@ flags.DEFINE_integer("default_beam_width", 64, "W when a request omits it.")
 flags.DEFINE_integer("default_top_n", 300, "N when a request omits it.")
 flags.DEFINE_enum("generator_dtype", "float32", ["float32", "bfloat16"],
                   "Beam-search matmul dtype (bfloat16: faster, approximate).")
+flags.DEFINE_enum("sid_softmax", None, list(SID_SOFTMAXES),
+                  "Override the per-level normalisation the checkpoint was "
+                  "trained with (default: its generation_config.json).")
 flags.DEFINE_bool("with_profile", False, "ad_recall: profile tokens as a "
                   "context input (context_ids/context_lengths).")
 flags.mark_flags_as_required(["checkpoint_dir", "item_table",
@@ -67,7 +71,8 @@ def main(argv):
   table = read_item_table(FLAGS.item_table)
   config = graph_config_from_flags(table.num_levels)
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
-                                  FLAGS.item_table, FLAGS.generator_dtype)
+                                  FLAGS.item_table, FLAGS.generator_dtype,
+                                  FLAGS.sid_softmax)
   path = export_saved_model(model, FLAGS.export_base_path, FLAGS.version,
                             warmup_inputs(config, table.item_ids),
                             FLAGS.model_name)

@@ -2,6 +2,7 @@
 from tf_genrec.builders.config import RecallGraphConfig
 from tf_genrec.builders.recall_model import GenerativeRecallModel
 from tf_genrec.generation.beam_search import BeamSearchGenerator
+from tf_genrec.generation.generation_config import load_sid_softmax
 from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2.checkpoint import load_hf_checkpoint
 from tf_genrec.tables.item_table import read_item_table
@@ -9,12 +10,14 @@ from tf_genrec.tables.item_table_resource import ItemTable
 
 
 def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
-                            item_table_path, generator_dtype="float32"
-                            ) -> GenerativeRecallModel:
+                            item_table_path, generator_dtype="float32",
+                            sid_softmax=None) -> GenerativeRecallModel:
   """The TF-native recall model: Qwen2 checkpoint + item table + scene.
 
   generator_dtype: the beam search's matmul dtype; bfloat16 is faster on CPUs
   with AVX512_BF16 but approximate (see docs/benchmarks.md).
+  sid_softmax: how the generator normalises each level; None reads what
+  the checkpoint was trained with (generation_config.json).
   """
   t = config.template
   table_data = read_item_table(item_table_path)
@@ -26,9 +29,12 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   if model.config.vocab_size < t.vocab_size:
     raise ValueError(f"checkpoint vocab_size {model.config.vocab_size} < "
                      f"{t.vocab_size} needed by the template's SID tokens")
+  if sid_softmax is None:
+    sid_softmax = load_sid_softmax(checkpoint_dir)
   trie = SemanticIdTrie(table_data.codes, t.codebook_size)
   generator = BeamSearchGenerator(model, trie, t.sid_offset,
                                   config.retrieval.max_beam_width,
-                                  compute_dtype=generator_dtype)
+                                  compute_dtype=generator_dtype,
+                                  sid_softmax=sid_softmax)
   item_table = ItemTable(item_table_path, t.num_levels, t.codebook_size)
   return GenerativeRecallModel(config, item_table, generator)

@@ -21,9 +21,11 @@ inference weight set (fused, optionally bfloat16) and keeps no reference to
 the model, so an exported SavedModel holds one copy of the weights; build the
 generator after the model's weights are final.
 
-Scores are sum over levels of log_softmax over that level's K codes (the
-model's probability of the SID with each step restricted to its level's
-tokens); codes not in the trie are then excluded.
+Scores are sums over levels of a log_softmax that matches how the model was
+trained (`sid_softmax`): "level" normalises over the level's K codes and then
+excludes codes not in the trie; "trie" normalises over the trie children of
+the beam's prefix only, so the scores are log-probabilities over existing
+SIDs and sum to one over the whole catalogue.
 """
 import tensorflow as tf
 
@@ -33,6 +35,7 @@ from tf_genrec.models.qwen2.modeling import rotary_cos_sin
 # in the prefill gives no NaN, and exp(-1e9) is exactly 0 against real keys.
 _MASKED = -1e9
 _COMPUTE_DTYPES = ("float32", "bfloat16")
+SID_SOFTMAXES = ("level", "trie")
 
 
 class BeamSearchGenerator(tf.Module):
@@ -48,7 +51,8 @@ class BeamSearchGenerator(tf.Module):
   """
 
   def __init__(self, model, trie, sid_offset: int, max_beam_width: int,
-               compute_dtype: str = "float32", name="beam_search_generator"):
+               compute_dtype: str = "float32", sid_softmax: str = "level",
+               name="beam_search_generator"):
     super().__init__(name=name)
     if not 1 <= max_beam_width <= 1024:
       raise ValueError(f"max_beam_width must be in [1, 1024], got "
@@ -56,6 +60,9 @@ class BeamSearchGenerator(tf.Module):
     if compute_dtype not in _COMPUTE_DTYPES:
       raise ValueError(f"compute_dtype must be one of {_COMPUTE_DTYPES}, got "
                        f"{compute_dtype!r}")
+    if sid_softmax not in SID_SOFTMAXES:
+      raise ValueError(f"sid_softmax must be one of {SID_SOFTMAXES}, got "
+                       f"{sid_softmax!r}")
     config = model.config
     vocab = config.vocab_size
     sid_end = sid_offset + trie.num_levels * trie.codebook_size
@@ -66,6 +73,7 @@ class BeamSearchGenerator(tf.Module):
     self.sid_offset = int(sid_offset)
     self.max_beam_width = int(max_beam_width)
     self.compute_dtype = compute_dtype
+    self.sid_softmax = sid_softmax
     self._dtype = tf.as_dtype(compute_dtype)
     self._num_heads = config.num_attention_heads
     self._num_kv_heads = config.num_key_value_heads
@@ -143,14 +151,17 @@ class BeamSearchGenerator(tf.Module):
     hidden = last_hidden[:, tf.newaxis, :]  # [B, 1, H]: one root per row
     beam_kv = None
     for level in range(num_levels):
-      log_probs = tf.nn.log_softmax(
-          tf.matmul(hidden, self._level_heads[level]))  # [B, W or 1, K]
+      logits = tf.matmul(hidden, self._level_heads[level])  # [B, W or 1, K]
+      if self.sid_softmax == "level":
+        logits = tf.nn.log_softmax(logits)
       if level == 0:
-        log_probs = tf.broadcast_to(log_probs, [batch, beam_width, k])
+        logits = tf.broadcast_to(logits, [batch, beam_width, k])
       child_codes, child_ids, valid = self.trie.children(level, nodes)
       child_scores = tf.where(
-          valid, tf.gather(log_probs, child_codes, batch_dims=2),
-          float("-inf"))
+          valid, tf.gather(logits, child_codes, batch_dims=2), float("-inf"))
+      if self.sid_softmax == "trie":  # where(): a childless row gives NaN.
+        child_scores = tf.where(valid, tf.nn.log_softmax(child_scores),
+                                float("-inf"))
       fanout = self.trie.max_children[level]
       candidates = tf.reshape(scores[..., tf.newaxis] + child_scores,
                               [batch, -1])
