@@ -11,9 +11,13 @@ from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
 from tf_genrec.tables.item_table import write_item_table
 from tf_genrec.tables.item_table_resource import ItemTable
+from tf_genrec.training.augment import drop_items
 from tf_genrec.training.examples import build_sequences, pad_batch
 from tf_genrec.training.optimizer import OptimizerConfig, learning_rate
+from tf_genrec.generation.generation_config import load_sid_softmax
+from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.training.trainer import TrainConfig, Trainer, sid_loss
+from tf_genrec.training.trie_softmax import TrieSoftmaxTargets
 
 L, K = 3, 16
 
@@ -93,6 +97,134 @@ def test_sid_loss_matches_full_vocabulary_reference():
   assert last == pytest.approx(np.mean(last_terms), rel=1e-5)
 
 
+def _trie_batch(t, seed):
+  """A trie over few SIDs (so fan-outs < K) and a padded batch of them."""
+  rng = np.random.default_rng(seed)
+  sids = np.unique(rng.integers(0, K, (40, L)), axis=0)
+  pick = lambda: sids[rng.integers(len(sids))]
+  seqs = [np.array(list(t.prefix_ids) + t.sid_tokens(pick()) +
+                   list(t.separator_ids) + t.sid_tokens(pick()))
+          for _ in range(3)]
+  seqs[1] = seqs[1][2:]
+  return SemanticIdTrie(sids, K), seqs
+
+
+def test_trie_softmax_rows_are_the_prefix_children():
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  trie, seqs = _trie_batch(t, 3)
+  targets = TrieSoftmaxTargets(trie, t)
+  ids, _ = pad_batch(seqs, t.pad_token_id)
+  rows = targets.rows(ids)
+  bias = targets.bias.numpy()
+  checked = 0
+  for b in range(ids.shape[0]):
+    for s in range(ids.shape[1]):
+      sid = ids[b, s] - t.sid_offset
+      if not 0 <= sid < L * K:
+        assert rows[b, s] == 0
+        continue
+      level = sid // K
+      prefix = [(ids[b, s - back] - t.sid_offset) % K
+                for back in range(level, 0, -1)]
+      allowed = np.flatnonzero(bias[rows[b, s]] == 0)
+      np.testing.assert_array_equal(allowed, trie.next_codes_np(prefix))
+      assert sid % K in allowed
+      checked += 1
+  assert checked == 3 * 2 * L
+  # A SID token whose prefix no item has is refused, not silently scored.
+  missing = next(c for c in range(K) if c not in trie.next_codes_np([]))
+  bad = np.array([t.sid_tokens([missing, 0, 0])])
+  with pytest.raises(ValueError, match="level-1"):
+    targets.rows(bad)
+
+
+def test_sid_loss_with_trie_bias_matches_reference():
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  model = _tiny_model(t.vocab_size, seed=2)
+  trie, seqs = _trie_batch(t, 4)
+  ids, mask = pad_batch(seqs, t.pad_token_id)
+  targets = TrieSoftmaxTargets(trie, t)
+  loss = float(sid_loss(model, t, tf.constant(ids), tf.constant(mask),
+                        trie_bias=(targets.bias,
+                                   tf.constant(targets.rows(ids)))))
+
+  logits = model(tf.constant(ids), tf.constant(mask)).numpy()
+  terms = []
+  for b in range(ids.shape[0]):
+    for s in range(ids.shape[1] - 1):
+      target = ids[b, s + 1] - t.sid_offset
+      if mask[b, s + 1] and 0 <= target < L * K:
+        level, code = divmod(target, K)
+        prefix = [(ids[b, s + 1 - back] - t.sid_offset) % K
+                  for back in range(level, 0, -1)]
+        children = trie.next_codes_np(prefix)
+        rows = logits[b, s, t.sid_offset + level * K +
+                      children].astype(np.float64)
+        terms.append(np.log(np.exp(rows).sum()) -
+                     logits[b, s, t.sid_offset + level * K + code])
+  assert len(terms) == 3 * 2 * L
+  assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_trainer_with_trie_softmax_learns(tmp_path):
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  sequences = _pattern_sequences(t)
+  trie = SemanticIdTrie(list(_PATTERN_CODES.values()), K)
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=5, total_steps=100)
+  train_config = TrainConfig(batch_size=32, optimizer=opt,
+                             sid_softmax="trie")
+  with pytest.raises(ValueError, match="trie"):
+    Trainer(_tiny_model(t.vocab_size), t, train_config, str(tmp_path / "x"))
+  trainer = Trainer(_tiny_model(t.vocab_size), t, train_config,
+                    str(tmp_path / "run"), trie)
+  before = trainer.evaluate_loss(sequences)
+  trainer.fit(sequences)
+  assert trainer.evaluate_loss(sequences) < 0.6 * before
+  # The export finds out how to decode the checkpoint.
+  hf = trainer.save_hf(str(tmp_path / "hf"))
+  assert load_sid_softmax(hf) == "trie"
+  assert load_sid_softmax(str(tmp_path)) == "level"  # no file: trained so
+
+
+def test_drop_items_keeps_order_and_rate():
+  rng = np.random.default_rng(0)
+  histories = [np.arange(100 * u, 100 * u + 50) for u in range(40)]
+  dropped = drop_items(histories, 0.2, rng)
+  kept = sum(len(d) for d in dropped) / sum(len(h) for h in histories)
+  assert 0.75 < kept < 0.85
+  for h, d in zip(histories, dropped):
+    assert set(d) <= set(h) and np.all(np.diff(d) > 0)  # order kept
+  # Nothing dropped at rate 0; too-short results fall back to the history.
+  assert all(np.array_equal(h, d) for h, d in
+             zip(histories, drop_items(histories, 0.0, rng)))
+  assert [list(d) for d in drop_items([[7, 8]] * 20, 0.9, rng)] == [[7, 8]] * 20
+  with pytest.raises(ValueError, match=r"\[0, 1\), got 1.0"):
+    drop_items(histories, 1.0, rng)
+
+
+def test_trainer_redraws_sequences_every_epoch(tmp_path):
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  sequences = _pattern_sequences(t, n=64)  # 2 batches of 32 per epoch
+  epoch_starts = []
+
+  def epoch_sequences(step):
+    epoch_starts.append(step)
+    return sequences[:32 + step % 64]  # lengths differ: batches rebuilt
+
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=1, total_steps=5)
+  trainer = Trainer(_tiny_model(t.vocab_size), t,
+                    TrainConfig(batch_size=32, optimizer=opt),
+                    str(tmp_path / "run"))
+  trainer.fit(epoch_sequences)
+  # Epochs of 1 batch (32 sequences), then 2 and 2 (33, 35 sequences).
+  assert epoch_starts == [0, 1, 3]
+  assert int(trainer.optimizer.step) == 5
+
+
 def test_learning_rate_schedule():
   c = OptimizerConfig(learning_rate=1.0, warmup_steps=10, total_steps=110,
                       min_lr_ratio=0.1)
@@ -102,15 +234,17 @@ def test_learning_rate_schedule():
   assert lr[4] == pytest.approx(0.1)
 
 
+_PATTERN_CODES = {i: [i % K, (i // K) % K, (3 * i) % K] for i in range(40)}
+
+
 def _pattern_sequences(t, n=256):
   """Synthetic histories where item i is always followed by item i+1."""
   rng = np.random.default_rng(0)
-  codes = {i: [i % K, (i // K) % K, (3 * i) % K] for i in range(40)}
   histories = []
   for _ in range(n):
     start = int(rng.integers(0, 30))
     histories.append(list(range(start, start + int(rng.integers(2, 8)))))
-  return build_sequences(histories, codes, t, max_history=8)
+  return build_sequences(histories, _PATTERN_CODES, t, max_history=8)
 
 
 def test_trainer_learns_with_dropout(tmp_path):
@@ -150,7 +284,7 @@ def test_trainer_learns_and_resumes(tmp_path):
   assert int(resumed.optimizer.step) == 110
 
 
-def test_train_tool_refit_trains_on_the_validation_items(tmp_path):
+def test_train_tool_refit_and_variants(tmp_path):
   import json
   import subprocess
   import sys
@@ -175,6 +309,11 @@ def test_train_tool_refit_trains_on_the_validation_items(tmp_path):
   report, log = train("tune")
   assert not report["refit"] and report["valid_loss"] is not None
   assert "40 training / 40 validation sequences" in log
+  assert load_sid_softmax(tmp_path / "tune" / "hf") == "level"
+  # The regularised variants run through the tool and tell the export.
+  report, _ = train("trie", "--sid_softmax=trie", "--item_drop_rate=0.2")
+  assert report["sid_softmax"] == "trie" and report["item_drop_rate"] == 0.2
+  assert load_sid_softmax(tmp_path / "trie" / "hf") == "trie"
   refit, log = train("refit", "--refit")
   # The validation item is now trained on, so it can no longer score it.
   assert refit["refit"] and refit["valid_loss"] is None

@@ -12,13 +12,17 @@ transformers both open. Re-running with the same --output_dir resumes.
 import json
 import os
 
+import numpy as np
 from absl import flags, logging
 
 from tf_genrec import graphs
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.generation.beam_search import SID_SOFTMAXES
+from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
 from tf_genrec.tables.item_table import read_item_table
+from tf_genrec.training.augment import drop_items
 from tf_genrec.training.examples import build_sequences
 from tf_genrec.training.optimizer import OptimizerConfig
 from tf_genrec.training.trainer import TrainConfig, Trainer
@@ -45,6 +49,11 @@ flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate.")
 flags.DEFINE_float("weight_decay", 0.05, "AdamW decoupled weight decay.")
 flags.DEFINE_float("dropout", 0.2, "Training-only dropout of embeddings, "
                    "attention probabilities and residual branches.")
+flags.DEFINE_enum("sid_softmax", "level", list(SID_SOFTMAXES),
+                  "Each SID target against its level's K codes, or only "
+                  "against its trie siblings (export with the same value).")
+flags.DEFINE_float("item_drop_rate", 0.0, "Per-epoch augmentation: each "
+                   "training-history item dropped with this probability.")
 flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
 flags.DEFINE_bool("refit", False, "Final test-time model: also train on each "
                   "user's validation item (hyper-parameters chosen on "
@@ -66,9 +75,14 @@ def main(argv):
   dataset = load_amazon_scientific(FLAGS.data_dir)
   histories = dataset.histories[:FLAGS.max_users or None]
   split = leave_one_out(histories)
-  train = build_sequences(
-      [h for h in split.fit_histories(FLAGS.refit) if len(h)],
-      item_codes, template, FLAGS.max_history)
+  fit_histories = [h for h in split.fit_histories(FLAGS.refit) if len(h)]
+  train = build_sequences(fit_histories, item_codes, template,
+                          FLAGS.max_history)
+
+  def epoch_sequences(step):
+    rng = np.random.default_rng([FLAGS.seed, step])
+    return build_sequences(drop_items(fit_histories, FLAGS.item_drop_rate, rng),
+                           item_codes, template, FLAGS.max_history)
   valid = [] if FLAGS.refit else build_sequences(
       [list(h) + [t] for h, t in zip(split.valid_inputs, split.valid_targets)],
       item_codes, template, FLAGS.max_history)
@@ -85,17 +99,22 @@ def main(argv):
       tie_word_embeddings=True), seed=FLAGS.seed)
   config = TrainConfig(
       batch_size=FLAGS.batch_size, seed=FLAGS.seed, dropout=FLAGS.dropout,
+      sid_softmax=FLAGS.sid_softmax,
       optimizer=OptimizerConfig(learning_rate=FLAGS.learning_rate,
                                 weight_decay=FLAGS.weight_decay,
                                 warmup_steps=FLAGS.warmup_steps,
                                 total_steps=FLAGS.steps))
-  trainer = Trainer(model, template, config, FLAGS.output_dir)
-  train_loss = trainer.fit(train, valid)
+  trie = (SemanticIdTrie(table.codes, FLAGS.codebook_size)
+          if FLAGS.sid_softmax == "trie" else None)
+  trainer = Trainer(model, template, config, FLAGS.output_dir, trie)
+  train_loss = trainer.fit(
+      epoch_sequences if FLAGS.item_drop_rate else train, valid)
   valid_loss = trainer.evaluate_loss(valid) if valid else None
   hf_dir = trainer.save_hf(os.path.join(FLAGS.output_dir, "hf"))
   report = {"train_loss": train_loss, "valid_loss": valid_loss,
             "checkpoint_dir": hf_dir, "train_sequences": len(train),
-            "refit": FLAGS.refit}
+            "refit": FLAGS.refit, "sid_softmax": FLAGS.sid_softmax,
+            "item_drop_rate": FLAGS.item_drop_rate}
   with open(os.path.join(FLAGS.output_dir, "train_report.json"), "w") as f:
     json.dump(report, f, indent=1)
   print(json.dumps(report))

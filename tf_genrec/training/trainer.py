@@ -8,9 +8,12 @@ from absl import logging
 from tqdm import tqdm
 
 from tf_genrec.builders.config import PromptTemplate
+from tf_genrec.generation.beam_search import SID_SOFTMAXES
+from tf_genrec.generation.generation_config import save_sid_softmax
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
 from tf_genrec.training.examples import pad_batch
 from tf_genrec.training.optimizer import AdamW, OptimizerConfig
+from tf_genrec.training.trie_softmax import TrieSoftmaxTargets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +21,9 @@ class TrainConfig:
   batch_size: int = 64
   # Training-only dropout of the decoder (modeling.py); 0 disables it.
   dropout: float = 0.0
+  # "level" or "trie" (tf_genrec.generation.beam_search); "trie" needs the
+  # trie of the item table passed to the Trainer.
+  sid_softmax: str = "level"
   optimizer: OptimizerConfig = OptimizerConfig()
   checkpoint_every: int = 500
   log_every: int = 50
@@ -25,7 +31,7 @@ class TrainConfig:
 
 
 def sid_loss(model, template: PromptTemplate, input_ids, mask,
-             last_item_only=False, dropout=0.0):
+             last_item_only=False, dropout=0.0, trie_bias=None):
   """Mean next-token cross-entropy over every semantic-ID position.
 
   last_item_only scores just each sequence's final item (the held-out target
@@ -34,6 +40,8 @@ def sid_loss(model, template: PromptTemplate, input_ids, mask,
   Each target is scored against the K codes of its own level only (the LM-head
   rows sid_offset + l*K + [0, K)), exactly as the beam search scores at decode
   time, so training optimises the quantity that decoding ranks by.
+  trie_bias = (bias [R, K], rows [B, S]) from TrieSoftmaxTargets further
+  restricts each target to its trie siblings (beam search sid_softmax="trie").
   """
   L, K = template.num_levels, template.codebook_size
   hidden = model.model(input_ids, mask, dropout)[:, :-1]
@@ -49,6 +57,9 @@ def sid_loss(model, template: PromptTemplate, input_ids, mask,
                                 L * K]
   logits = tf.reshape(tf.matmul(h, head, transpose_b=True), [-1, L, K])
   logits = tf.gather(logits, sid // K, batch_dims=1)  # [M, K]
+  if trie_bias is not None:
+    bias, rows = trie_bias
+    logits += tf.gather(bias, tf.gather_nd(rows[:, 1:], positions))
   return tf.reduce_mean(
       tf.nn.sparse_softmax_cross_entropy_with_logits(sid % K, logits))
 
@@ -57,27 +68,50 @@ class Trainer:
   """Owns the training state; `fit` resumes from the latest checkpoint."""
 
   def __init__(self, model, template: PromptTemplate, config: TrainConfig,
-               work_dir):
+               work_dir, trie=None):
     self.model = model
     self.template = template
     self.config = config
     self.work_dir = work_dir
+    if config.sid_softmax not in SID_SOFTMAXES:
+      raise ValueError(f"sid_softmax must be one of {SID_SOFTMAXES}, got "
+                       f"{config.sid_softmax!r}")
+    if (config.sid_softmax == "trie") != (trie is not None):
+      raise ValueError("pass the item table's trie exactly when "
+                       "sid_softmax='trie'")
+    self._trie_targets = (None if trie is None
+                          else TrieSoftmaxTargets(trie, template))
     self._variables = list(model.trainable_variables)
     self.optimizer = AdamW(config.optimizer, self._variables)
     self._ckpt = tf.train.Checkpoint(model=model, optimizer=self.optimizer)
     self._manager = tf.train.CheckpointManager(
         self._ckpt, os.path.join(work_dir, "checkpoints"), max_to_keep=2)
     spec = tf.TensorSpec([None, None], tf.int32)
-    self._train_step = tf.function(self._step, input_signature=[spec, spec])
+    self._train_step = tf.function(self._step,
+                                   input_signature=[spec, spec, spec])
     self._eval_loss = tf.function(
-        lambda ids, mask: sid_loss(self.model, self.template, ids, mask,
-                                   last_item_only=True),
-        input_signature=[spec, spec])
+        lambda ids, mask, rows: sid_loss(self.model, self.template, ids, mask,
+                                         last_item_only=True,
+                                         trie_bias=self._trie_bias(rows)),
+        input_signature=[spec, spec, spec])
 
-  def _step(self, input_ids, mask):
+  def _batch(self, sequences):
+    """input_ids, mask and trie bias rows (zeros without a trie) [B, S]."""
+    ids, mask = pad_batch(sequences, self.template.pad_token_id)
+    rows = (self._trie_targets.rows(ids) if self._trie_targets
+            else np.zeros_like(ids))
+    return ids, mask, rows
+
+  def _trie_bias(self, rows):
+    if self._trie_targets is None:
+      return None
+    return self._trie_targets.bias, rows
+
+  def _step(self, input_ids, mask, rows):
     with tf.GradientTape() as tape:
       loss = sid_loss(self.model, self.template, input_ids, mask,
-                      dropout=self.config.dropout)
+                      dropout=self.config.dropout,
+                      trie_bias=self._trie_bias(rows))
     grads = tape.gradient(loss, self._variables)
     lr, grad_norm = self.optimizer.apply(grads, self._variables)
     return loss, lr, grad_norm
@@ -85,13 +119,18 @@ class Trainer:
   def evaluate_loss(self, sequences):
     """Mean loss of each sequence's last item (its target)."""
     bs = self.config.batch_size
-    losses = [self._eval_loss(*pad_batch(sequences[i:i + bs],
-                                         self.template.pad_token_id))
+    losses = [self._eval_loss(*self._batch(sequences[i:i + bs]))
               for i in range(0, len(sequences), bs)]
     return float(np.mean(losses))
 
   def fit(self, sequences, valid_sequences=None):
-    """Trains to optimizer.total_steps; returns the final training loss."""
+    """Trains to optimizer.total_steps; returns the final training loss.
+
+    sequences: a list of token arrays, or a callable step -> list giving the
+    (e.g. augmented) sequences of the epoch that starts at that step.
+    """
+    epoch_sequences = sequences if callable(sequences) else (
+        lambda step: sequences)
     if self._manager.latest_checkpoint:
       self._ckpt.restore(self._manager.latest_checkpoint)
       logging.info("resumed from %s at step %d",
@@ -100,21 +139,21 @@ class Trainer:
     c = self.config
     total = c.optimizer.total_steps
     rng = np.random.default_rng(c.seed + int(self.optimizer.step))
-    # Batches of similar lengths waste less compute on padding.
-    order = np.argsort([len(s) for s in sequences], kind="stable")
-    batches = [order[i:i + c.batch_size]
-               for i in range(0, len(order), c.batch_size)]
     losses = []
     with tqdm(total=total, initial=int(self.optimizer.step),
               desc="train generator", unit="step") as bar:
       while int(self.optimizer.step) < total:
+        sequences = epoch_sequences(int(self.optimizer.step))
+        # Batches of similar lengths waste less compute on padding.
+        order = np.argsort([len(s) for s in sequences], kind="stable")
+        batches = [order[i:i + c.batch_size]
+                   for i in range(0, len(order), c.batch_size)]
         for b in rng.permutation(len(batches)):
           step = int(self.optimizer.step)
           if step >= total:
             break
-          ids, mask = pad_batch([sequences[i] for i in batches[b]],
-                                self.template.pad_token_id)
-          loss, lr, grad_norm = self._train_step(ids, mask)
+          loss, lr, grad_norm = self._train_step(
+              *self._batch([sequences[i] for i in batches[b]]))
           losses.append(float(loss))
           bar.update(1)
           if (step + 1) % c.log_every == 0:
@@ -132,5 +171,7 @@ class Trainer:
     return float(np.mean(losses[-c.log_every:])) if losses else float("nan")
 
   def save_hf(self, model_dir):
+    """HF checkpoint + the sid_softmax the export must decode with."""
     save_hf_checkpoint(self.model, model_dir)
+    save_sid_softmax(model_dir, self.config.sid_softmax)
     return model_dir
