@@ -98,7 +98,7 @@ class Trainer:
   def _batch(self, sequences):
     """input_ids, mask and trie bias rows (zeros without a trie) [B, S]."""
     ids, mask = pad_batch(sequences, self.template.pad_token_id)
-    rows = (self._trie_targets.rows(ids) if self._trie_targets
+    rows = (self._trie_targets.rows(ids) if self._trie_targets is not None
             else np.zeros_like(ids))
     return ids, mask, rows
 
