@@ -104,7 +104,7 @@ def main(argv):
       # The short schedule of docs/quality.md (minutes on 2 cores); the
       # tool's defaults are the longer, better one.
       f"--output_dir={gen_dir}", f"--steps={40 if quick else 1000}",
-      "--dropout=0"] +
+      "--dropout=0", "--item_drop_rate=0"] +
         (["--max_users=500", "--hidden_size=64", "--num_hidden_layers=2",
           "--intermediate_size=128"] if quick else []))
   if os.path.exists(base_path):
