@@ -51,7 +51,8 @@ flags.DEFINE_float("dropout", 0.2, "Training-only dropout of embeddings, "
                    "attention probabilities and residual branches.")
 flags.DEFINE_enum("sid_softmax", "level", list(SID_SOFTMAXES),
                   "Each SID target against its level's K codes, or only "
-                  "against its trie siblings (export with the same value).")
+                  "against its trie siblings (recorded in the checkpoint's "
+                  "generation_config.json for the export).")
 flags.DEFINE_float("item_drop_rate", 0.15, "Per-epoch augmentation: each "
                    "training-history item dropped with this probability "
                    "(0.15: the best validation Recall@10 in docs/quality.md).")
@@ -77,17 +78,19 @@ def main(argv):
   histories = dataset.histories[:FLAGS.max_users or None]
   split = leave_one_out(histories)
   fit_histories = [h for h in split.fit_histories(FLAGS.refit) if len(h)]
-  train = build_sequences(fit_histories, item_codes, template,
-                          FLAGS.max_history)
 
   def epoch_sequences(step):
     rng = np.random.default_rng([FLAGS.seed, step])
     return build_sequences(drop_items(fit_histories, FLAGS.item_drop_rate, rng),
                            item_codes, template, FLAGS.max_history)
+
+  # Without augmentation every epoch sees the same sequences: build them once.
+  train = (epoch_sequences if FLAGS.item_drop_rate else build_sequences(
+      fit_histories, item_codes, template, FLAGS.max_history))
   valid = [] if FLAGS.refit else build_sequences(
       [list(h) + [t] for h, t in zip(split.valid_inputs, split.valid_targets)],
       item_codes, template, FLAGS.max_history)
-  logging.info("%d training / %d validation sequences", len(train),
+  logging.info("%d training / %d validation sequences", len(fit_histories),
                len(valid))
 
   model = Qwen2ForCausalLM(Qwen2Config(
@@ -108,12 +111,11 @@ def main(argv):
   trie = (SemanticIdTrie(table.codes, FLAGS.codebook_size)
           if FLAGS.sid_softmax == "trie" else None)
   trainer = Trainer(model, template, config, FLAGS.output_dir, trie)
-  train_loss = trainer.fit(
-      epoch_sequences if FLAGS.item_drop_rate else train, valid)
+  train_loss = trainer.fit(train, valid)
   valid_loss = trainer.evaluate_loss(valid) if valid else None
   hf_dir = trainer.save_hf(os.path.join(FLAGS.output_dir, "hf"))
   report = {"train_loss": train_loss, "valid_loss": valid_loss,
-            "checkpoint_dir": hf_dir, "train_sequences": len(train),
+            "checkpoint_dir": hf_dir, "train_sequences": len(fit_histories),
             "refit": FLAGS.refit, "sid_softmax": FLAGS.sid_softmax,
             "item_drop_rate": FLAGS.item_drop_rate}
   with open(os.path.join(FLAGS.output_dir, "train_report.json"), "w") as f:

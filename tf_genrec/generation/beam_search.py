@@ -38,6 +38,12 @@ _COMPUTE_DTYPES = ("float32", "bfloat16")
 SID_SOFTMAXES = ("level", "trie")
 
 
+def check_sid_softmax(value, where="sid_softmax"):
+  """Raises ValueError naming `where` unless value is in SID_SOFTMAXES."""
+  if value not in SID_SOFTMAXES:
+    raise ValueError(f"{where} must be one of {SID_SOFTMAXES}, got {value!r}")
+
+
 class BeamSearchGenerator(tf.Module):
   """Generator contract of DEVELOPERS.md over a Qwen2ForCausalLM.
 
@@ -60,9 +66,7 @@ class BeamSearchGenerator(tf.Module):
     if compute_dtype not in _COMPUTE_DTYPES:
       raise ValueError(f"compute_dtype must be one of {_COMPUTE_DTYPES}, got "
                        f"{compute_dtype!r}")
-    if sid_softmax not in SID_SOFTMAXES:
-      raise ValueError(f"sid_softmax must be one of {SID_SOFTMAXES}, got "
-                       f"{sid_softmax!r}")
+    check_sid_softmax(sid_softmax)
     config = model.config
     vocab = config.vocab_size
     sid_end = sid_offset + trie.num_levels * trie.codebook_size

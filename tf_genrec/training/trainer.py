@@ -8,7 +8,7 @@ from absl import logging
 from tqdm import tqdm
 
 from tf_genrec.builders.config import PromptTemplate
-from tf_genrec.generation.beam_search import SID_SOFTMAXES
+from tf_genrec.generation.beam_search import check_sid_softmax
 from tf_genrec.generation.generation_config import save_sid_softmax
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
 from tf_genrec.training.examples import pad_batch
@@ -73,9 +73,7 @@ class Trainer:
     self.template = template
     self.config = config
     self.work_dir = work_dir
-    if config.sid_softmax not in SID_SOFTMAXES:
-      raise ValueError(f"sid_softmax must be one of {SID_SOFTMAXES}, got "
-                       f"{config.sid_softmax!r}")
+    check_sid_softmax(config.sid_softmax)
     if (config.sid_softmax == "trie") != (trie is not None):
       raise ValueError("pass the item table's trie exactly when "
                        "sid_softmax='trie'")
