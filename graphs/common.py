@@ -6,7 +6,7 @@ from tf_genrec.graphs import vocabulary
 
 def history_scene(name, prefix, num_levels, codebook_size, max_history,
                   max_context_len, context_input, max_beam_width,
-                  default_beam_width, default_top_n):
+                  default_beam_width, default_top_n, exclude_history):
   """prefix + context + sid(item_1) , ... , sid(item_n) , -- the suffix equals
   the separator so training can run a causal LM over whole histories in
   exactly the serving template (see PromptTemplate)."""
@@ -27,7 +27,8 @@ def history_scene(name, prefix, num_levels, codebook_size, max_history,
       behavior=BehaviorConfig(max_len=max_history, dedup_mode="consecutive"),
       retrieval=RetrievalConfig(max_beam_width=max_beam_width,
                                 default_beam_width=default_beam_width,
-                                default_top_n=default_top_n),
+                                default_top_n=default_top_n,
+                                exclude_history=exclude_history),
       context_input=context_input,
       max_context_len=max_context_len,
   )

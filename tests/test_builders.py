@@ -1,4 +1,5 @@
 """The recall graph end to end: wiring, export, reload, per-request options."""
+import dataclasses
 import json
 import os
 import shutil
@@ -13,6 +14,9 @@ from tensorflow_serving.apis import prediction_log_pb2
 from tf_genrec import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import WARMUP_FILE, export_saved_model
+from tf_genrec.evaluation.saved_model_recall import (evaluate_saved_model,
+                                                     history_requests,
+                                                     recall_saved_model)
 from tf_genrec.generation.generation_config import save_sid_softmax
 
 from recall_testlib import K, L, tiny_recall_assets
@@ -109,6 +113,54 @@ def test_per_row_options_and_limits(assets):
     model.recall(*args, beam_width=tf.constant([17, 1]))
   with pytest.raises(tf.errors.InvalidArgumentError, match="top_n"):
     model.recall(*args, top_n=tf.constant([0, 1]))
+
+
+def _with_and_without_exclusion(a):
+  """The plain and the history-excluding model + 32 histories to query."""
+  plain = build_generative_recall(a["config"], a["ckpt"], a["table_path"])
+  config = dataclasses.replace(a["config"], retrieval=dataclasses.replace(
+      a["config"].retrieval, exclude_history=True))
+  excluding = build_generative_recall(config, a["ckpt"], a["table_path"])
+  rng = np.random.default_rng(5)
+  width = 6  # distinct known items in time order: the history is the input
+  histories = [rng.choice(a["item_ids"], rng.integers(1, width + 1),
+                          replace=False) for _ in range(32)]
+  return plain, excluding, histories
+
+
+def test_exclude_history_drops_clicked_items_and_moves_up_the_rest(assets):
+  plain, excluding, histories = _with_and_without_exclusion(assets)
+  inputs = {k: tf.constant(v) for k, v in history_requests(histories).items()}
+  beams = tf.fill([len(histories)], 16)
+  full = plain.recall(**inputs, beam_width=beams, top_n=tf.fill(
+      [len(histories)], 200))["item_ids"].numpy()
+  got = excluding.recall(**inputs, beam_width=beams, top_n=tf.fill(
+      [len(histories)], 5))["item_ids"].numpy()
+  dropped = 0
+  for r, history in enumerate(histories):
+    ranked = [i for i in full[r] if i >= 0]
+    expected = [i for i in ranked if i not in set(history)]
+    dropped += len(ranked) - len(expected)
+    expected = expected[:5]
+    assert list(got[r]) == expected + [-1] * (5 - len(expected))
+  assert dropped >= 10  # the plain lists did hold clicked items
+
+
+def test_excluding_evaluation_refuses_a_model_that_keeps_history(assets,
+                                                                 tmp_path):
+  plain, excluding, histories = _with_and_without_exclusion(assets)
+  plain_dir = export_saved_model(plain, str(tmp_path / "plain"), 1)
+  excluding_dir = export_saved_model(excluding, str(tmp_path / "excl"), 1)
+  top1 = recall_saved_model(plain_dir, histories, 16, 1)[:, 0]
+  with pytest.raises(ValueError, match="export it with --exclude_history"):
+    evaluate_saved_model(plain_dir, histories, top1, 16, 5,
+                         exclude_history=True)
+  assert evaluate_saved_model(plain_dir, histories, top1, 16, 5)[
+      "recall@5"] == 1.0
+  # The excluding model recalls the plain top item when it was not clicked.
+  fresh = np.mean([t not in h for t, h in zip(top1, histories)])
+  assert evaluate_saved_model(excluding_dir, histories, top1, 16, 5,
+                              exclude_history=True)["recall@5"] == fresh
 
 
 def test_export_moves_and_reloads_in_fresh_process(assets, tmp_path):

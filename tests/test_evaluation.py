@@ -61,6 +61,17 @@ def test_most_popular_by_hand():
                  "ndcg@2": pytest.approx(0.5 / math.log2(3))}
 
 
+def test_most_popular_excluding_history_by_hand():
+  train = [np.array([0, 1, 1]), np.array([2, 2, 2, 2])]  # 2 > 1 > 0 > 3
+  model = MostPopular(train, num_items=4)
+  # User 0 clicked 0, 1: ranks 2, 3 -> target 3 at rank 1. User 1 clicked 2:
+  # ranks 1, 0, 3 -> target 1 at rank 0.
+  got = evaluate_scorer(model.score, train, np.array([3, 1]),
+                        recall_ks=(1, 2), ndcg_ks=(2,), exclude_history=True)
+  assert got == {"recall@1": 0.5, "recall@2": 1.0,
+                 "ndcg@2": pytest.approx((1 + 1 / math.log2(3)) / 2)}
+
+
 def test_pad_left():
   np.testing.assert_array_equal(
       pad_left([np.array([1, 2]), np.array([3, 4, 5, 6]), np.array([])], 3),

@@ -31,6 +31,9 @@ flags.DEFINE_integer("batch_size", 64, "Users per SavedModel call.")
 flags.DEFINE_integer("max_users", 0, "Evaluate the first N users (0: all).")
 flags.DEFINE_bool("sasrec", False, "Also train + score the SASRec baseline "
                   "(about 10 minutes on 2 cores).")
+flags.DEFINE_bool("exclude_history", False, "Rank only items outside each "
+                  "user's input history, every method alike; the SavedModel "
+                  "must be exported with --exclude_history.")
 flags.DEFINE_bool("refit", False, "Test split, every method refit on each "
                   "user's items before the test target (h[:-1]): the "
                   "SavedModel from `tf-genrec train --refit`, SASRec for the "
@@ -51,12 +54,14 @@ def main(argv):
   report = {
       "split": FLAGS.split, "users": len(inputs),
       "beam_width": FLAGS.beam_width, "refit": FLAGS.refit,
-      "generative": evaluate_saved_model(FLAGS.saved_model_dir, inputs,
-                                         targets, FLAGS.beam_width,
-                                         FLAGS.top_n, FLAGS.batch_size),
+      "exclude_history": FLAGS.exclude_history,
+      "generative": evaluate_saved_model(
+          FLAGS.saved_model_dir, inputs, targets, FLAGS.beam_width,
+          FLAGS.top_n, FLAGS.batch_size, FLAGS.exclude_history),
       "most_popular": evaluate_scorer(
           MostPopular(split.fit_histories(FLAGS.refit), dataset.num_items
-                      ).score, inputs, targets),
+                      ).score, inputs, targets,
+          exclude_history=FLAGS.exclude_history),
   }
   if FLAGS.sasrec:
     config = SASRecConfig(num_items=dataset.num_items)
@@ -68,7 +73,8 @@ def main(argv):
       sasrec, _ = train_sasrec(
           split.fit_histories(refit=True), None, None,
           dataclasses.replace(config, max_epochs=epochs))
-    report["sasrec"] = evaluate_scorer(sasrec.score, inputs, targets)
+    report["sasrec"] = evaluate_scorer(sasrec.score, inputs, targets,
+                                       exclude_history=FLAGS.exclude_history)
   logging.info("%s", report)
   print(json.dumps(report))
 

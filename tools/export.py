@@ -33,6 +33,8 @@ flags.DEFINE_enum("generator_dtype", "float32", ["float32", "bfloat16"],
 flags.DEFINE_enum("sid_softmax", None, list(SID_SOFTMAXES),
                   "Override the per-level normalisation the checkpoint was "
                   "trained with (default: its generation_config.json).")
+flags.DEFINE_bool("exclude_history", False, "Leave the user's clicked items "
+                  "out of the results (the next-ranked items move up).")
 flags.DEFINE_bool("with_profile", False, "ad_recall: profile tokens as a "
                   "context input (context_ids/context_lengths).")
 flags.mark_flags_as_required(["checkpoint_dir", "item_table",
@@ -47,7 +49,8 @@ def graph_config_from_flags(num_levels):
       num_levels=num_levels, codebook_size=FLAGS.codebook_size,
       max_history=FLAGS.max_history, max_beam_width=FLAGS.max_beam_width,
       default_beam_width=FLAGS.default_beam_width,
-      default_top_n=FLAGS.default_top_n, **scene)
+      default_top_n=FLAGS.default_top_n,
+      exclude_history=FLAGS.exclude_history, **scene)
 
 
 def warmup_inputs(config, item_ids):

@@ -2,7 +2,7 @@
 import dataclasses
 from typing import Tuple
 
-DEDUP_MODES = ("none", "consecutive", "keep_last")
+from tf_genrec.ops import DEDUP_MODES, MAX_TOP_N, MISSING_MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,8 +20,8 @@ class BehaviorConfig:
     if self.dedup_mode not in DEDUP_MODES:
       raise ValueError(f"dedup_mode must be one of {DEDUP_MODES}, "
                        f"got {self.dedup_mode!r}")
-    if self.missing_items not in ("drop", "error"):
-      raise ValueError(f"missing_items must be drop|error, "
+    if self.missing_items not in MISSING_MODES:
+      raise ValueError(f"missing_items must be one of {MISSING_MODES}, "
                        f"got {self.missing_items!r}")
 
 
@@ -59,17 +59,20 @@ class RetrievalConfig:
   """Beam widths and result sizes; max_* are fixed at export."""
   max_beam_width: int = 256
   default_beam_width: int = 64
-  max_top_n: int = 10_000
+  max_top_n: int = MAX_TOP_N
   default_top_n: int = 300
+  # Leave out items of the user's (cleaned) click history: recall then
+  # spends its top-N on items the user has not interacted with yet.
+  exclude_history: bool = False
 
   def __post_init__(self):
     if not 1 <= self.default_beam_width <= self.max_beam_width <= 1024:
       raise ValueError("need 1 <= default_beam_width <= max_beam_width <= "
                        f"1024, got {self.default_beam_width}, "
                        f"{self.max_beam_width}")
-    if not 1 <= self.default_top_n <= self.max_top_n <= 10_000:
-      raise ValueError("need 1 <= default_top_n <= max_top_n <= 10000, got "
-                       f"{self.default_top_n}, {self.max_top_n}")
+    if not 1 <= self.default_top_n <= self.max_top_n <= MAX_TOP_N:
+      raise ValueError(f"need 1 <= default_top_n <= max_top_n <= {MAX_TOP_N}"
+                       f", got {self.default_top_n}, {self.max_top_n}")
 
 
 @dataclasses.dataclass(frozen=True)

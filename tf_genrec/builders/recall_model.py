@@ -66,7 +66,7 @@ class GenerativeRecallModel(tf.Module):
     sids, beam_scores = self.generator.generate(
         input_ids, prompt_lengths, tf.reduce_max(beam_width))
     out_items, out_scores = self.retriever(sids, beam_scores, beam_width,
-                                           top_n)
+                                           top_n, history, history_lengths)
     beam_pos = tf.range(tf.shape(sids)[1])[tf.newaxis, :, tf.newaxis]
     sids = tf.where(beam_pos < beam_width[:, tf.newaxis, tf.newaxis], sids, -1)
     return {"item_ids": out_items, "scores": out_scores, "semantic_ids": sids}

@@ -63,7 +63,9 @@ class ItemRetriever(tf.Module):
 
   Rows of one batch may ask for different beam widths / result sizes: the
   generator runs at the widest, and each row keeps only its own first
-  beam_width[b] beams and top_n[b] items.
+  beam_width[b] beams and top_n[b] items. With `exclude_history`, items of
+  the row's click history are dropped and the next ones move up, so a row
+  still gets top_n items when the beams hold that many.
   """
 
   def __init__(self, item_table, config: RetrievalConfig):
@@ -71,13 +73,40 @@ class ItemRetriever(tf.Module):
     self.item_table = item_table
     self._config = config
 
-  def __call__(self, codes, beam_scores, beam_width, top_n):
+  def __call__(self, codes, beam_scores, beam_width, top_n, history,
+               history_lengths):
     beam_pos = tf.range(tf.shape(beam_scores)[1])[tf.newaxis, :]
     beam_scores = tf.where(beam_pos < beam_width[:, tf.newaxis], beam_scores,
                            float("-inf"))
-    item_ids, scores = self.item_table.codes_to_items(
-        codes, beam_scores, tf.reduce_max(top_n))
+    max_n = tf.reduce_max(top_n)
+    if not self._config.exclude_history:
+      item_ids, scores = self.item_table.codes_to_items(codes, beam_scores,
+                                                        max_n)
+    else:
+      # Ask for as many more as history items could be dropped.
+      item_ids, scores = self.item_table.codes_to_items(
+          codes, beam_scores,
+          tf.minimum(max_n + tf.shape(history)[1], ops.MAX_TOP_N))
+      item_ids, scores = _drop_history_items(item_ids, scores, history,
+                                             history_lengths, max_n)
     item_pos = tf.range(tf.shape(item_ids)[1])[tf.newaxis, :]
     keep = item_pos < top_n[:, tf.newaxis]
     return (tf.where(keep, item_ids, tf.constant(-1, tf.int64)),
             tf.where(keep, scores, float("-inf")))
+
+
+def _drop_history_items(item_ids, scores, history, history_lengths, n):
+  """Removes ranked items that occur in the history; keeps the first n left.
+
+  top_k is stable, so the kept items stay in rank order; the dropped and
+  padding slots (score -inf) sink to the end and come out as id -1.
+  """
+  in_history = tf.sequence_mask(history_lengths, tf.shape(history)[1])
+  seen = tf.reduce_any(
+      (item_ids[:, :, tf.newaxis] == history[:, tf.newaxis, :])
+      & in_history[:, tf.newaxis, :], axis=2)
+  scores = tf.where(seen, float("-inf"), scores)
+  scores, order = tf.math.top_k(scores, tf.minimum(n, tf.shape(scores)[1]))
+  item_ids = tf.gather(item_ids, order, batch_dims=1)
+  return tf.where(scores > float("-inf"), item_ids,
+                  tf.constant(-1, tf.int64)), scores

@@ -1,8 +1,9 @@
 """Baselines for leave-one-out full-catalogue recall: most-popular and SASRec.
 
 Both expose `score(histories) -> [len(histories), num_items]` so that
-`evaluate_scorer` ranks them the same way. Items already in a history are not
-masked out: users re-buy, and the generator is evaluated unmasked too.
+`evaluate_scorer` ranks them the same way. Items already in a history stay
+rankable unless `exclude_history` is set, which matches a recall model
+exported with `--exclude_history`.
 """
 import copy
 import dataclasses
@@ -18,11 +19,21 @@ from tf_genrec.evaluation.metrics import (DEFAULT_NDCG_KS, DEFAULT_RECALL_KS,
 
 
 def evaluate_scorer(score_fn, histories, targets, recall_ks=DEFAULT_RECALL_KS,
-                    ndcg_ks=DEFAULT_NDCG_KS, batch_size=1024) -> dict:
-  """Ranks the full catalogue with `score_fn` per batch, then the metrics."""
+                    ndcg_ks=DEFAULT_NDCG_KS, batch_size=1024,
+                    exclude_history=False) -> dict:
+  """Ranks the full catalogue with `score_fn` per batch, then the metrics.
+
+  exclude_history: a user's own history items are never ranked.
+  """
   top = max(tuple(recall_ks) + tuple(ndcg_ks))
-  ranked = [top_k_from_scores(score_fn(histories[s:s + batch_size]), top)
-            for s in range(0, len(histories), batch_size)]
+  ranked = []
+  for s in range(0, len(histories), batch_size):
+    chunk = histories[s:s + batch_size]
+    scores = np.array(score_fn(chunk), np.float32)  # a writable copy
+    if exclude_history:
+      for row, history in enumerate(chunk):
+        scores[row, np.asarray(history, np.int64)] = -np.inf
+    ranked.append(top_k_from_scores(scores, top))
   return evaluate_ranking(np.concatenate(ranked), targets, recall_ks, ndcg_ks)
 
 

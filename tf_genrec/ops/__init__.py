@@ -204,6 +204,10 @@ def semantic_id_lookup(table, item_ids, lengths, *, num_levels: int,
       missing=missing))
 
 
+# Most items one CodesToItems call returns (kMaxTopN in item_table_ops.cc).
+MAX_TOP_N = 10_000
+
+
 class RetrievedItems(NamedTuple):
   item_ids: tf.Tensor  # [B, N] int64, -1 padded
   scores: tf.Tensor  # [B, N] float32, -inf padded
@@ -213,7 +217,7 @@ def codes_to_items(table, codes, beam_scores, top_n) -> RetrievedItems:
   """Beams [B, W, L] + scores [B, W] -> top_n items (GenrecCodesToItems).
 
   top_n is a scalar int32 tensor (so it can vary per request) in
-  [1, 10000]; the op checks its value.
+  [1, MAX_TOP_N]; the op checks its value.
   """
   return RetrievedItems(*_lib.genrec_codes_to_items(
       table, _tensor(codes, tf.int32, "codes"),
