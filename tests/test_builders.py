@@ -153,7 +153,7 @@ def test_excluding_evaluation_refuses_a_model_that_keeps_history(assets,
   excluding_dir = export_saved_model(excluding, str(tmp_path / "excl"), 1)
   top1 = recall_saved_model(plain_dir, histories, 16, 1)[:, 0]
   with pytest.raises(ValueError, match="export it with --exclude_history"):
-    evaluate_saved_model(plain_dir, histories, top1, 16, 5,
+    evaluate_saved_model(plain_dir, histories, top1, 16, 20,
                          exclude_history=True)
   assert evaluate_saved_model(plain_dir, histories, top1, 16, 5)[
       "recall@5"] == 1.0

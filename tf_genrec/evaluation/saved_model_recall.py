@@ -51,15 +51,15 @@ def evaluate_saved_model(export_dir, histories, targets, beam_width, top_n=50,
   """Metrics of the SavedModel's rankings.
 
   exclude_history: the model must have been exported with --exclude_history
-  (so baselines scored alike compare fairly); a returned history item fails.
+  (so baselines scored alike compare fairly). Returning a user's latest
+  click, which every history window keeps, fails.
   """
   ranked = recall_saved_model(export_dir, histories, beam_width, top_n,
                               batch_size)
   if exclude_history:
     for row, history in enumerate(histories):
-      clicked = np.intersect1d(ranked[row], history)
-      if clicked.size:
+      if len(history) and history[-1] in ranked[row]:
         raise ValueError(
-            f"{export_dir} returned item {clicked[0]} of user {row}'s history;"
-            " export it with --exclude_history to score it that way")
+            f"{export_dir} returned item {history[-1]}, user {row}'s latest "
+            "click; export it with --exclude_history to score it that way")
   return evaluate_ranking(ranked, targets)
