@@ -5,7 +5,8 @@ validation or test split of amazon-scientific, full catalogue; the
 most-popular baseline (and with --sasrec the in-project SASRec, trained on the
 training split with validation early stopping) is scored in the same run on
 the same users. --refit scores the test split with every method fitted on
-all items before the test target (see docs/quality.md).
+all items before the test target; --exclude_history ranks only items outside
+each user's input history (see docs/quality.md).
 
   tf-genrec evaluate --saved_model_dir=runs/demo/models/ad_recall/1 --split=valid
 """
