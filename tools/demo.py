@@ -115,11 +115,12 @@ def main(argv):
         f"--item_table={item_table}", f"--export_base_path={base_path}",
         f"--model_name={MODEL_NAME}", "--version=1",
         f"--max_beam_width={beam_width}", f"--default_beam_width={beam_width}",
-        "--default_top_n=50"], "export")
+        # Recommend what the user has not clicked yet (docs/quality.md).
+        "--default_top_n=50", "--exclude_history"], "export")
   export_dir = os.path.join(base_path, "1")
   report = _run(["evaluate", f"--data_dir={data_dir}",
                  f"--saved_model_dir={export_dir}", "--split=valid",
-                 f"--beam_width={beam_width}",
+                 f"--beam_width={beam_width}", "--exclude_history",
                  f"--max_users={300 if quick else 0}"], "evaluate")
   logging.info("validation metrics: %s", report.strip())
 
