@@ -79,14 +79,13 @@ class ItemRetriever(tf.Module):
     beam_scores = tf.where(beam_pos < beam_width[:, tf.newaxis], beam_scores,
                            float("-inf"))
     max_n = tf.reduce_max(top_n)
-    if not self._config.exclude_history:
-      item_ids, scores = self.item_table.codes_to_items(codes, beam_scores,
-                                                        max_n)
-    else:
-      # Ask for as many more as history items could be dropped.
-      item_ids, scores = self.item_table.codes_to_items(
-          codes, beam_scores,
-          tf.minimum(max_n + tf.shape(history)[1], ops.MAX_TOP_N))
+    wanted = max_n
+    if self._config.exclude_history:
+      # As many more as history items could be dropped.
+      wanted = tf.minimum(max_n + tf.shape(history)[1], ops.MAX_TOP_N)
+    item_ids, scores = self.item_table.codes_to_items(codes, beam_scores,
+                                                      wanted)
+    if self._config.exclude_history:
       item_ids, scores = _drop_history_items(item_ids, scores, history,
                                              history_lengths, max_n)
     item_pos = tf.range(tf.shape(item_ids)[1])[tf.newaxis, :]

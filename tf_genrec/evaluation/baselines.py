@@ -29,8 +29,9 @@ def evaluate_scorer(score_fn, histories, targets, recall_ks=DEFAULT_RECALL_KS,
   ranked = []
   for s in range(0, len(histories), batch_size):
     chunk = histories[s:s + batch_size]
-    scores = np.array(score_fn(chunk), np.float32)  # a writable copy
+    scores = score_fn(chunk)
     if exclude_history:
+      scores = np.array(scores, np.float32)  # writable (most-popular is not)
       for row, history in enumerate(chunk):
         scores[row, np.asarray(history, np.int64)] = -np.inf
     ranked.append(top_k_from_scores(scores, top))
