@@ -1,4 +1,6 @@
 """Generator training: prompts identical to serving, loss, optimizer, resume."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +18,7 @@ from tf_genrec.training.examples import build_sequences, pad_batch
 from tf_genrec.training.optimizer import OptimizerConfig, learning_rate
 from tf_genrec.generation.generation_config import load_sid_softmax
 from tf_genrec.generation.trie import SemanticIdTrie
+from tf_genrec.training.item_loss import ItemTargets, item_loss
 from tf_genrec.training.trainer import TrainConfig, Trainer, sid_loss
 from tf_genrec.training.trie_softmax import TrieSoftmaxTargets
 
@@ -76,8 +79,9 @@ def test_sid_loss_matches_full_vocabulary_reference():
           for _ in range(3)]
   seqs[1] = seqs[1][2:]  # a shorter row -> left padding
   ids, mask = pad_batch(seqs, t.pad_token_id)
-  loss = float(sid_loss(model, t, tf.constant(ids), tf.constant(mask)))
-  last = float(sid_loss(model, t, tf.constant(ids), tf.constant(mask),
+  hidden = model.model(tf.constant(ids), tf.constant(mask))
+  loss = float(sid_loss(model, t, hidden, tf.constant(ids), tf.constant(mask)))
+  last = float(sid_loss(model, t, hidden, tf.constant(ids), tf.constant(mask),
                         last_item_only=True))
 
   logits = model(tf.constant(ids), tf.constant(mask)).numpy()
@@ -146,7 +150,8 @@ def test_sid_loss_with_trie_bias_matches_reference():
   trie, seqs = _trie_batch(t, 4)
   ids, mask = pad_batch(seqs, t.pad_token_id)
   targets = TrieSoftmaxTargets(trie, t)
-  loss = float(sid_loss(model, t, tf.constant(ids), tf.constant(mask),
+  hidden = model.model(tf.constant(ids), tf.constant(mask))
+  loss = float(sid_loss(model, t, hidden, tf.constant(ids), tf.constant(mask),
                         trie_bias=(targets.bias,
                                    tf.constant(targets.rows(ids)))))
 
@@ -260,6 +265,89 @@ def test_trainer_learns_with_dropout(tmp_path):
   assert trainer.evaluate_loss(sequences) < 0.6 * before
 
 
+def _pattern_codes():
+  return np.array([_PATTERN_CODES[i] for i in range(len(_PATTERN_CODES))])
+
+
+def test_item_targets_name_every_item_of_a_sequence():
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  targets = ItemTargets(_pattern_codes(), t, hidden_size=8)
+  histories = [[3, 4, 5], [10, 11], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+  ids, _ = pad_batch(build_sequences(histories, _PATTERN_CODES, t,
+                                     max_history=8), t.pad_token_id)
+  rows = targets.rows(ids)
+  # Row r of the table is item r here: each sequence names its (last 9)
+  # items in order, once each, and nothing else.
+  for b, h in enumerate(histories):
+    assert rows[b][rows[b] >= 0].tolist() == h[-9:]
+  for b, s in np.argwhere(rows >= 0):
+    assert ids[b, s:s + L].tolist() == t.sid_tokens(_PATTERN_CODES[rows[b, s]])
+
+  with pytest.raises(ValueError, match="ends inside"):
+    targets.rows(ids[:, :-1])
+  unknown = ids.copy()
+  unknown[0, -1] = t.sid_offset + 2 * K + (unknown[0, -1] - t.sid_offset + 1) % K
+  with pytest.raises(ValueError, match="no item"):
+    targets.rows(unknown)
+  with pytest.raises(ValueError, match="one item per semantic ID"):
+    ItemTargets(np.array([[1, 2, 3], [1, 2, 3]]), t, hidden_size=8)
+
+
+def test_item_loss_matches_reference():
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  model = _tiny_model(t.vocab_size, seed=3)
+  targets = ItemTargets(_pattern_codes(), t, hidden_size=32, seed=1)
+  ids, mask = pad_batch(_pattern_sequences(t, n=5), t.pad_token_id)
+  hidden = model.model(tf.constant(ids), tf.constant(mask))
+  rows = targets.rows(ids)
+  loss = float(item_loss(hidden[:, :-1], tf.constant(rows),
+                         targets.embeddings))
+
+  h, emb = hidden.numpy().astype(np.float64), targets.embeddings.numpy()
+  terms = []
+  for b, s in np.argwhere(rows[:, 1:] >= 0):
+    logits = emb @ h[b, s]
+    terms.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() -
+                 logits[rows[b, s + 1]])
+  assert len(terms) == (rows >= 0).sum() > 5
+  assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_trainer_with_item_loss_learns_and_resumes(tmp_path):
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  sequences = _pattern_sequences(t)
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=5, total_steps=100)
+  train_config = TrainConfig(batch_size=32, optimizer=opt,
+                             item_loss_weight=0.5)
+  with pytest.raises(ValueError, match="item_loss_weight"):
+    Trainer(_tiny_model(t.vocab_size), t, train_config, str(tmp_path / "x"))
+  work = str(tmp_path / "run")
+  trainer = Trainer(_tiny_model(t.vocab_size), t, train_config, work,
+                    item_codes=_pattern_codes())
+  ids, mask, _, item_rows = trainer._batch(sequences)
+
+  def losses(tr):
+    hidden = tr.model.model(tf.constant(ids), tf.constant(mask))
+    return (tr.evaluate_loss(sequences),
+            float(item_loss(hidden[:, :-1], tf.constant(item_rows),
+                            tr._item_targets.embeddings)))
+
+  sid_before, item_before = losses(trainer)
+  trainer.fit(sequences)
+  sid_after, item_after = losses(trainer)
+  # Item i is always followed by item i+1: both heads learn it.
+  assert sid_after < 0.6 * sid_before and item_after < 0.5 * item_before
+
+  resumed = Trainer(_tiny_model(t.vocab_size, seed=9), t,
+                    dataclasses.replace(train_config, seed=5), work,
+                    item_codes=_pattern_codes())
+  resumed._ckpt.restore(resumed._manager.latest_checkpoint)
+  assert losses(resumed) == pytest.approx((sid_after, item_after), rel=1e-6)
+
+
 def test_trainer_learns_and_resumes(tmp_path):
   config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
   t = config.template
@@ -295,15 +383,17 @@ def test_train_tool_refit_and_variants(tmp_path):
   write_item_table(tmp_path / "table.tsv", np.arange(num_items), codes)
   repo = Path(__file__).resolve().parents[1]
 
-  def train(name, *flags):
+  def train(name, *flags, table="table.tsv", check=True):
     out = tmp_path / name
     run = subprocess.run(
         [sys.executable, "-m", "tools.train_generator",
-         f"--item_table={tmp_path / 'table.tsv'}", f"--output_dir={out}",
+         f"--item_table={tmp_path / table}", f"--output_dir={out}",
          f"--codebook_size={K}", "--max_users=40", "--steps=2",
          "--batch_size=8", "--warmup_steps=1", "--hidden_size=32",
          "--num_hidden_layers=1", "--intermediate_size=64", *flags],
-        cwd=repo, check=True, capture_output=True, text=True)
+        cwd=repo, check=check, capture_output=True, text=True)
+    if not check:
+      return None, run.stderr
     return json.loads((out / "train_report.json").read_text()), run.stderr
 
   report, log = train("tune")
@@ -314,6 +404,13 @@ def test_train_tool_refit_and_variants(tmp_path):
   report, _ = train("trie", "--sid_softmax=trie", "--item_drop_rate=0.2")
   assert report["sid_softmax"] == "trie" and report["item_drop_rate"] == 0.2
   assert load_sid_softmax(tmp_path / "trie" / "hf") == "trie"
+  # The item loss needs one item per SID: the random 3-level table collides.
+  _, log = train("item_collide", "--item_loss_weight=0.5", check=False)
+  assert "one item per semantic ID" in log
+  unique = np.arange(num_items)[:, None] // K**np.arange(3, -1, -1) % K
+  write_item_table(tmp_path / "unique.tsv", np.arange(num_items), unique)
+  report, log = train("item", "--item_loss_weight=0.5", table="unique.tsv")
+  assert report["item_loss_weight"] == 0.5 and np.isfinite(report["train_loss"])
   refit, log = train("refit", "--refit")
   # The validation item is now trained on, so it can no longer score it.
   assert refit["refit"] and refit["valid_loss"] is None

@@ -56,6 +56,9 @@ flags.DEFINE_enum("sid_softmax", "level", list(SID_SOFTMAXES),
 flags.DEFINE_float("item_drop_rate", 0.15, "Per-epoch augmentation: each "
                    "training-history item dropped with this probability "
                    "(0.15: the best validation Recall@10 in docs/quality.md).")
+flags.DEFINE_float("item_loss_weight", 0.0, "Weight of the training-only "
+                   "item-ID softmax at each item's first SID position "
+                   "(needs one item per SID); 0 disables it.")
 flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
 flags.DEFINE_bool("refit", False, "Final test-time model: also train on each "
                   "user's validation item (hyper-parameters chosen on "
@@ -103,21 +106,23 @@ def main(argv):
       tie_word_embeddings=True), seed=FLAGS.seed)
   config = TrainConfig(
       batch_size=FLAGS.batch_size, seed=FLAGS.seed, dropout=FLAGS.dropout,
-      sid_softmax=FLAGS.sid_softmax,
+      sid_softmax=FLAGS.sid_softmax, item_loss_weight=FLAGS.item_loss_weight,
       optimizer=OptimizerConfig(learning_rate=FLAGS.learning_rate,
                                 weight_decay=FLAGS.weight_decay,
                                 warmup_steps=FLAGS.warmup_steps,
                                 total_steps=FLAGS.steps))
   trie = (SemanticIdTrie(table.codes, FLAGS.codebook_size)
           if FLAGS.sid_softmax == "trie" else None)
-  trainer = Trainer(model, template, config, FLAGS.output_dir, trie)
+  trainer = Trainer(model, template, config, FLAGS.output_dir, trie,
+                    table.codes if FLAGS.item_loss_weight > 0 else None)
   train_loss = trainer.fit(train, valid)
   valid_loss = trainer.evaluate_loss(valid) if valid else None
   hf_dir = trainer.save_hf(os.path.join(FLAGS.output_dir, "hf"))
   report = {"train_loss": train_loss, "valid_loss": valid_loss,
             "checkpoint_dir": hf_dir, "train_sequences": len(fit_histories),
             "refit": FLAGS.refit, "sid_softmax": FLAGS.sid_softmax,
-            "item_drop_rate": FLAGS.item_drop_rate}
+            "item_drop_rate": FLAGS.item_drop_rate,
+            "item_loss_weight": FLAGS.item_loss_weight}
   with open(os.path.join(FLAGS.output_dir, "train_report.json"), "w") as f:
     json.dump(report, f, indent=1)
   print(json.dumps(report))

@@ -12,6 +12,7 @@ from tf_genrec.generation.beam_search import check_sid_softmax
 from tf_genrec.generation.generation_config import save_sid_softmax
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
 from tf_genrec.training.examples import pad_batch
+from tf_genrec.training.item_loss import ItemTargets, item_loss
 from tf_genrec.training.optimizer import AdamW, OptimizerConfig
 from tf_genrec.training.trie_softmax import TrieSoftmaxTargets
 
@@ -24,15 +25,20 @@ class TrainConfig:
   # "level" or "trie" (tf_genrec.generation.beam_search); "trie" needs the
   # trie of the item table passed to the Trainer.
   sid_softmax: str = "level"
+  # Weight of the auxiliary item-ID loss (item_loss.py); > 0 needs the item
+  # table's codes passed to the Trainer.
+  item_loss_weight: float = 0.0
   optimizer: OptimizerConfig = OptimizerConfig()
   checkpoint_every: int = 500
   log_every: int = 50
   seed: int = 0
 
 
-def sid_loss(model, template: PromptTemplate, input_ids, mask,
-             last_item_only=False, dropout=0.0, trie_bias=None):
+def sid_loss(model, template: PromptTemplate, hidden, input_ids, mask,
+             last_item_only=False, trie_bias=None):
   """Mean next-token cross-entropy over every semantic-ID position.
+
+  hidden: the decoder's final states for input_ids, [B, S, H].
 
   last_item_only scores just each sequence's final item (the held-out target
   of a validation sequence), not the history items the model trained on.
@@ -44,7 +50,7 @@ def sid_loss(model, template: PromptTemplate, input_ids, mask,
   restricts each target to its trie siblings (beam search sid_softmax="trie").
   """
   L, K = template.num_levels, template.codebook_size
-  hidden = model.model(input_ids, mask, dropout)[:, :-1]
+  hidden = hidden[:, :-1]
   sid = input_ids[:, 1:] - template.sid_offset
   is_sid = (sid >= 0) & (sid < L * K) & (mask[:, 1:] > 0)
   if last_item_only:  # Rows are left-padded: the last L targets are the item.
@@ -68,7 +74,7 @@ class Trainer:
   """Owns the training state; `fit` resumes from the latest checkpoint."""
 
   def __init__(self, model, template: PromptTemplate, config: TrainConfig,
-               work_dir, trie=None):
+               work_dir, trie=None, item_codes=None):
     self.model = model
     self.template = template
     self.config = config
@@ -79,50 +85,65 @@ class Trainer:
                        "sid_softmax='trie'")
     self._trie_targets = (None if trie is None
                           else TrieSoftmaxTargets(trie, template))
+    if (config.item_loss_weight > 0) != (item_codes is not None):
+      raise ValueError("pass the item table's codes exactly when "
+                       "item_loss_weight > 0")
+    self._item_targets = (None if item_codes is None else ItemTargets(
+        item_codes, template, model.config.hidden_size, config.seed))
     self._variables = list(model.trainable_variables)
+    extra = {}
+    if self._item_targets is not None:
+      self._variables.append(self._item_targets.embeddings)
+      extra["item_embeddings"] = self._item_targets.embeddings
     self.optimizer = AdamW(config.optimizer, self._variables)
-    self._ckpt = tf.train.Checkpoint(model=model, optimizer=self.optimizer)
+    self._ckpt = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
+                                     **extra)
     self._manager = tf.train.CheckpointManager(
         self._ckpt, os.path.join(work_dir, "checkpoints"), max_to_keep=2)
     spec = tf.TensorSpec([None, None], tf.int32)
-    self._train_step = tf.function(self._step,
-                                   input_signature=[spec, spec, spec])
+    self._train_step = tf.function(self._step, input_signature=[spec] * 4)
     self._eval_loss = tf.function(
-        lambda ids, mask, rows: sid_loss(self.model, self.template, ids, mask,
-                                         last_item_only=True,
-                                         trie_bias=self._trie_bias(rows)),
-        input_signature=[spec, spec, spec])
+        lambda ids, mask, rows, _: sid_loss(
+            self.model, self.template, self.model.model(ids, mask), ids, mask,
+            last_item_only=True, trie_bias=self._trie_bias(rows)),
+        input_signature=[spec] * 4)
 
   def _batch(self, sequences):
-    """input_ids, mask and trie bias rows (zeros without a trie) [B, S]."""
+    """input_ids, mask, trie bias rows (zeros without a trie) and item rows
+    (-1 without the item loss), all [B, S]."""
     ids, mask = pad_batch(sequences, self.template.pad_token_id)
     rows = (self._trie_targets.rows(ids) if self._trie_targets is not None
             else np.zeros_like(ids))
-    return ids, mask, rows
+    item_rows = (self._item_targets.rows(ids)
+                 if self._item_targets is not None else np.full_like(ids, -1))
+    return ids, mask, rows, item_rows
 
   def _trie_bias(self, rows):
     if self._trie_targets is None:
       return None
     return self._trie_targets.bias, rows
 
-  def _step(self, input_ids, mask, rows):
+  def _step(self, input_ids, mask, rows, item_rows):
     with tf.GradientTape() as tape:
-      loss = sid_loss(self.model, self.template, input_ids, mask,
-                      dropout=self.config.dropout,
+      hidden = self.model.model(input_ids, mask, self.config.dropout)
+      loss = sid_loss(self.model, self.template, hidden, input_ids, mask,
                       trie_bias=self._trie_bias(rows))
-    grads = tape.gradient(loss, self._variables)
+      aux = (tf.constant(0.0) if self._item_targets is None else item_loss(
+          hidden[:, :-1], item_rows, self._item_targets.embeddings))
+      total = loss + self.config.item_loss_weight * aux
+    grads = tape.gradient(total, self._variables)
     lr, grad_norm = self.optimizer.apply(grads, self._variables)
-    return loss, lr, grad_norm
+    return loss, aux, lr, grad_norm
 
   def evaluate_loss(self, sequences):
-    """Mean loss of each sequence's last item (its target)."""
+    """Mean SID loss of each sequence's last item (its target)."""
     bs = self.config.batch_size
     losses = [self._eval_loss(*self._batch(sequences[i:i + bs]))
               for i in range(0, len(sequences), bs)]
     return float(np.mean(losses))
 
   def fit(self, sequences, valid_sequences=None):
-    """Trains to optimizer.total_steps; returns the final training loss.
+    """Trains to optimizer.total_steps; returns the final training SID loss.
 
     sequences: a list of token arrays, or a callable step -> list giving the
     (e.g. augmented) sequences of the epoch that starts at that step.
@@ -137,7 +158,7 @@ class Trainer:
     c = self.config
     total = c.optimizer.total_steps
     rng = np.random.default_rng(c.seed + int(self.optimizer.step))
-    losses = []
+    losses, item_losses = [], []
     with tqdm(total=total, initial=int(self.optimizer.step),
               desc="train generator", unit="step") as bar:
       while int(self.optimizer.step) < total:
@@ -150,15 +171,18 @@ class Trainer:
           step = int(self.optimizer.step)
           if step >= total:
             break
-          loss, lr, grad_norm = self._train_step(
+          loss, aux, lr, grad_norm = self._train_step(
               *self._batch([sequences[i] for i in batches[b]]))
           losses.append(float(loss))
+          item_losses.append(float(aux))
           bar.update(1)
           if (step + 1) % c.log_every == 0:
             mean = np.mean(losses[-c.log_every:])
             bar.set_postfix(loss=f"{mean:.3f}", lr=f"{float(lr):.2e}")
-            logging.info("step %d loss %.4f lr %.2e grad_norm %.2f", step + 1,
-                         mean, float(lr), float(grad_norm))
+            logging.info("step %d loss %.4f item_loss %.4f lr %.2e "
+                         "grad_norm %.2f", step + 1, mean,
+                         np.mean(item_losses[-c.log_every:]), float(lr),
+                         float(grad_norm))
           if (step + 1) % c.checkpoint_every == 0:
             self._manager.save(checkpoint_number=step + 1)
         if valid_sequences:
