@@ -327,7 +327,7 @@ def test_trainer_with_item_loss_learns_and_resumes(tmp_path):
   work = str(tmp_path / "run")
   trainer = Trainer(_tiny_model(t.vocab_size), t, train_config, work,
                     item_codes=_pattern_codes())
-  ids, mask, _, item_rows = trainer._batch(sequences)
+  ids, mask, _, item_rows = trainer._train_batch(sequences)
 
   def losses(tr):
     hidden = tr.model.model(tf.constant(ids), tf.constant(mask))

@@ -38,9 +38,9 @@ class ItemTargets:
     self.embeddings = tf.Variable(init, name="item_embeddings")
 
   def _keys(self, codes):
-    """Each [.., L] code tuple as one int64, most significant level first."""
-    k = self.template.codebook_size
-    return (codes * k**np.arange(codes.shape[-1] - 1, -1, -1)).sum(-1)
+    """Each row of [M, L] codes as one int64, level 0 most significant."""
+    t = self.template
+    return np.ravel_multi_index(codes.T, [t.codebook_size] * t.num_levels)
 
   def rows(self, input_ids: np.ndarray) -> np.ndarray:
     """[B, S] int32 item row at each item's level-0 token, -1 elsewhere.
@@ -50,13 +50,12 @@ class ItemTargets:
     t = self.template
     k, num_levels = t.codebook_size, t.num_levels
     sid = input_ids.astype(np.int64) - t.sid_offset
-    batch, width = sid.shape
     rows = np.full(sid.shape, -1, np.int32)
     starts = np.argwhere((sid >= 0) & (sid < k))
     if not len(starts):
       return rows
     cols = starts[:, 1:2] + np.arange(num_levels)
-    if cols.max() >= width:
+    if cols.max() >= sid.shape[1]:
       raise ValueError("a sequence ends inside an item's semantic ID")
     tokens = sid[starts[:, :1], cols]  # [M, L]
     if np.any(tokens // k != np.arange(num_levels)):

@@ -103,17 +103,21 @@ class Trainer:
     spec = tf.TensorSpec([None, None], tf.int32)
     self._train_step = tf.function(self._step, input_signature=[spec] * 4)
     self._eval_loss = tf.function(
-        lambda ids, mask, rows, _: sid_loss(
+        lambda ids, mask, rows: sid_loss(
             self.model, self.template, self.model.model(ids, mask), ids, mask,
             last_item_only=True, trie_bias=self._trie_bias(rows)),
-        input_signature=[spec] * 4)
+        input_signature=[spec] * 3)
 
   def _batch(self, sequences):
-    """input_ids, mask, trie bias rows (zeros without a trie) and item rows
-    (-1 without the item loss), all [B, S]."""
+    """input_ids, mask and trie bias rows (zeros without a trie) [B, S]."""
     ids, mask = pad_batch(sequences, self.template.pad_token_id)
     rows = (self._trie_targets.rows(ids) if self._trie_targets is not None
             else np.zeros_like(ids))
+    return ids, mask, rows
+
+  def _train_batch(self, sequences):
+    """_batch + the item rows of the item loss (-1 without it) [B, S]."""
+    ids, mask, rows = self._batch(sequences)
     item_rows = (self._item_targets.rows(ids)
                  if self._item_targets is not None else np.full_like(ids, -1))
     return ids, mask, rows, item_rows
@@ -172,17 +176,17 @@ class Trainer:
           if step >= total:
             break
           loss, aux, lr, grad_norm = self._train_step(
-              *self._batch([sequences[i] for i in batches[b]]))
+              *self._train_batch([sequences[i] for i in batches[b]]))
           losses.append(float(loss))
           item_losses.append(float(aux))
           bar.update(1)
           if (step + 1) % c.log_every == 0:
             mean = np.mean(losses[-c.log_every:])
             bar.set_postfix(loss=f"{mean:.3f}", lr=f"{float(lr):.2e}")
-            logging.info("step %d loss %.4f item_loss %.4f lr %.2e "
-                         "grad_norm %.2f", step + 1, mean,
-                         np.mean(item_losses[-c.log_every:]), float(lr),
-                         float(grad_norm))
+            item = ("" if self._item_targets is None else
+                    f" item_loss {np.mean(item_losses[-c.log_every:]):.4f}")
+            logging.info("step %d loss %.4f%s lr %.2e grad_norm %.2f",
+                         step + 1, mean, item, float(lr), float(grad_norm))
           if (step + 1) % c.checkpoint_every == 0:
             self._manager.save(checkpoint_number=step + 1)
         if valid_sequences:
