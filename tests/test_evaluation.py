@@ -8,7 +8,7 @@ import tensorflow as tf
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
                                             best_epochs, evaluate_scorer,
-                                            pad_left,
+                                            load_sasrec, pad_left, save_sasrec,
                                             train_sasrec)
 from tf_genrec.evaluation.metrics import (evaluate_ranking, ndcg_at_k,
                                           recall_at_k, target_ranks,
@@ -142,7 +142,7 @@ def test_best_epochs_counts_up_to_the_best_validation_pass():
     best_epochs([{"epoch": 0}])
 
 
-def test_sasrec_few_steps_on_real_slice():
+def test_sasrec_few_steps_on_real_slice(tmp_path):
   dataset = load_amazon_scientific()
   split = leave_one_out(dataset.histories[:400])
   config = SASRecConfig(num_items=dataset.num_items, hidden_dim=32,
@@ -161,6 +161,11 @@ def test_sasrec_few_steps_on_real_slice():
                     config.max_len)
   hidden = model(tf.constant(tokens))[:, -1].numpy()
   np.testing.assert_allclose(scores, hidden @ emb.T, rtol=1e-4, atol=1e-4)
+  # Saved and loaded (a distillation teacher), it scores exactly the same.
+  save_sasrec(model, str(tmp_path / "sasrec"))
+  loaded = load_sasrec(str(tmp_path / "sasrec"))
+  assert loaded.config == config
+  np.testing.assert_array_equal(loaded.score(split.test_inputs[:5]), scores)
 
 
 def test_sasrec_config_errors():

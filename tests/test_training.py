@@ -9,6 +9,7 @@ from tf_genrec import graphs
 from tf_genrec.builders.stages import (BehaviorFeatures, PromptBuilder,
                                        SemanticIdEncoder)
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.evaluation.baselines import SASRec, SASRecConfig, save_sasrec
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
 from tf_genrec.tables.item_table import write_item_table
@@ -18,8 +19,11 @@ from tf_genrec.training.examples import build_sequences, pad_batch
 from tf_genrec.training.optimizer import OptimizerConfig, learning_rate
 from tf_genrec.generation.generation_config import load_sid_softmax
 from tf_genrec.generation.trie import SemanticIdTrie
-from tf_genrec.training.item_loss import ItemTargets, item_loss
-from tf_genrec.training.trainer import TrainConfig, Trainer, sid_loss
+from tf_genrec.training.item_loss import (ItemTargets, item_embedding_table,
+                                          item_loss)
+from tf_genrec.training.distill import DistillTargets
+from tf_genrec.training.trainer import (TrainConfig, Trainer, sid_logits,
+                                        sid_loss)
 from tf_genrec.training.trie_softmax import TrieSoftmaxTargets
 
 L, K = 3, 16
@@ -272,7 +276,7 @@ def _pattern_codes():
 def test_item_targets_name_every_item_of_a_sequence():
   config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
   t = config.template
-  targets = ItemTargets(_pattern_codes(), t, hidden_size=8)
+  targets = ItemTargets(_pattern_codes(), t)
   histories = [[3, 4, 5], [10, 11], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
   ids, _ = pad_batch(build_sequences(histories, _PATTERN_CODES, t,
                                      max_history=8), t.pad_token_id)
@@ -291,21 +295,21 @@ def test_item_targets_name_every_item_of_a_sequence():
   with pytest.raises(ValueError, match="no item"):
     targets.rows(unknown)
   with pytest.raises(ValueError, match="one item per semantic ID"):
-    ItemTargets(np.array([[1, 2, 3], [1, 2, 3]]), t, hidden_size=8)
+    ItemTargets(np.array([[1, 2, 3], [1, 2, 3]]), t)
 
 
 def test_item_loss_matches_reference():
   config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
   t = config.template
   model = _tiny_model(t.vocab_size, seed=3)
-  targets = ItemTargets(_pattern_codes(), t, hidden_size=32, seed=1)
+  targets = ItemTargets(_pattern_codes(), t)
+  embeddings = item_embedding_table(len(_pattern_codes()), 32, seed=1)
   ids, mask = pad_batch(_pattern_sequences(t, n=5), t.pad_token_id)
   hidden = model.model(tf.constant(ids), tf.constant(mask))
   rows = targets.rows(ids)
-  loss = float(item_loss(hidden[:, :-1], tf.constant(rows),
-                         targets.embeddings))
+  loss = float(item_loss(hidden[:, :-1], tf.constant(rows), embeddings))
 
-  h, emb = hidden.numpy().astype(np.float64), targets.embeddings.numpy()
+  h, emb = hidden.numpy().astype(np.float64), embeddings.numpy()
   terms = []
   for b, s in np.argwhere(rows[:, 1:] >= 0):
     logits = emb @ h[b, s]
@@ -327,13 +331,14 @@ def test_trainer_with_item_loss_learns_and_resumes(tmp_path):
   work = str(tmp_path / "run")
   trainer = Trainer(_tiny_model(t.vocab_size), t, train_config, work,
                     item_codes=_pattern_codes())
-  ids, mask, _, item_rows = trainer._train_batch(sequences)
+  batch = trainer._train_batch(sequences)
+  ids, mask, item_rows = batch["input_ids"], batch["mask"], batch["item_rows"]
 
   def losses(tr):
     hidden = tr.model.model(tf.constant(ids), tf.constant(mask))
     return (tr.evaluate_loss(sequences),
             float(item_loss(hidden[:, :-1], tf.constant(item_rows),
-                            tr._item_targets.embeddings)))
+                            tr._item_embeddings)))
 
   sid_before, item_before = losses(trainer)
   trainer.fit(sequences)
@@ -411,7 +416,107 @@ def test_train_tool_refit_and_variants(tmp_path):
   write_item_table(tmp_path / "unique.tsv", np.arange(num_items), unique)
   report, log = train("item", "--item_loss_weight=0.5", table="unique.tsv")
   assert report["item_loss_weight"] == 0.5 and np.isfinite(report["train_loss"])
+  # Distillation needs a teacher over the same catalogue.
+  _, log = train("no_teacher", "--distill_weight=0.5", table="unique.tsv",
+                 check=False)
+  assert "pass a teacher" in log
+  save_sasrec(_tiny_teacher(num_items, max_len=50), str(tmp_path / "teacher"))
+  report, log = train("distill", f"--teacher_dir={tmp_path / 'teacher'}",
+                      "--distill_weight=0.5", table="unique.tsv")
+  assert report["distill_weight"] == 0.5 and np.isfinite(report["train_loss"])
+  assert report["teacher_dir"] == str(tmp_path / "teacher")
   refit, log = train("refit", "--refit")
   # The validation item is now trained on, so it can no longer score it.
   assert refit["refit"] and refit["valid_loss"] is None
   assert "40 training / 0 validation sequences" in log
+
+
+def _tiny_teacher(num_items, max_len, seed=0):
+  tf.keras.utils.set_random_seed(seed)
+  teacher = SASRec(SASRecConfig(num_items=num_items, max_len=max_len,
+                                hidden_dim=16, num_blocks=1, num_heads=2))
+  teacher(tf.zeros([1, max_len], tf.int32))
+  return teacher
+
+
+def test_distill_targets_match_reference():
+  """Soft SID targets = the teacher's next-item distribution in SASRec's own
+  training layout, marginalised onto each level given the true prefix."""
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  codes = _pattern_codes()
+  max_len = 4  # shorter than some histories: their oldest items get no state
+  teacher = _tiny_teacher(len(codes), max_len, seed=2)
+  distill = DistillTargets(teacher, codes, t, temperature=2.0)
+  histories = [[3, 4, 5], [10, 11], [0, 1, 2, 3, 4, 5, 6, 7, 8]]
+  ids, _ = pad_batch(build_sequences(histories, _PATTERN_CODES, t,
+                                     max_history=8), t.pad_token_id)
+  teacher_tokens, sid_rows, states = distill.inputs(
+      ItemTargets(codes, t).rows(ids))
+  sid = ids[:, 1:] - t.sid_offset
+  positions = np.argwhere((sid >= 0) & (sid < L * K))
+  soft, has = distill.soft_targets(
+      tf.constant(teacher_tokens), tf.constant(states[:, 1:][tuple(positions.T)]),
+      tf.constant(sid_rows[:, 1:][tuple(positions.T)]),
+      tf.constant(sid[tuple(positions.T)] // K))
+  soft, has = soft.numpy(), has.numpy()
+
+  # Reference from the raw histories: SASRec reads h[:-1], left-padded.
+  expected_soft, expected_has = [], []
+  for h in histories:
+    inputs = h[:-1][-max_len:]
+    tokens = np.zeros((1, max_len), np.int32)
+    tokens[0, max_len - len(inputs):] = np.array(inputs) + 1
+    hidden = teacher(tf.constant(tokens)).numpy()[0].astype(np.float64)
+    emb = teacher.item_emb.embeddings.numpy()[1:].astype(np.float64)
+    for j, item in enumerate(h):
+      column = max_len - (len(h) - 1) + j - 1  # where item j - 1 sits
+      for level in range(L):
+        if j == 0 or column < 0:
+          expected_has.append(False)
+          expected_soft.append(np.zeros(K))
+          continue
+        logits = emb @ hidden[column] / 2.0
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        dist = np.zeros(K)
+        for other in range(len(codes)):
+          if list(codes[other, :level]) == list(codes[item, :level]):
+            dist[codes[other, level]] += p[other]
+        expected_has.append(True)
+        expected_soft.append(dist / dist.sum())
+  assert has.tolist() == expected_has
+  assert 0 < has.sum() < len(has)
+  np.testing.assert_allclose(soft, np.array(expected_soft), atol=1e-6)
+
+
+def test_trainer_distills_teacher(tmp_path):
+  """With distill_weight 1 the SID head learns the teacher's soft targets."""
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  sequences = _pattern_sequences(t)
+  teacher = _tiny_teacher(len(_pattern_codes()), max_len=8, seed=4)
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=5, total_steps=100)
+  train_config = TrainConfig(batch_size=32, optimizer=opt, distill_weight=1.0)
+  with pytest.raises(ValueError, match="teacher"):
+    Trainer(_tiny_model(t.vocab_size), t, train_config, str(tmp_path / "x"),
+            item_codes=_pattern_codes())
+  trainer = Trainer(_tiny_model(t.vocab_size), t, train_config,
+                    str(tmp_path / "run"), item_codes=_pattern_codes(),
+                    teacher=teacher)
+  batch = trainer._train_batch(sequences)
+
+  def kl_to_teacher():
+    """Mean KL(teacher || generator) over SID targets with a teacher state."""
+    ids, mask = batch["input_ids"], batch["mask"]
+    hidden = trainer.model.model(tf.constant(ids), tf.constant(mask))
+    positions, sid, logits = sid_logits(trainer.model, t, hidden, ids, mask)
+    soft, has = trainer.teacher_targets(batch, positions, sid)
+    q = tf.nn.log_softmax(logits).numpy()[has.numpy()]
+    p = soft.numpy()[has.numpy()]
+    return np.mean(np.sum(np.where(p > 0, p * (np.log(np.maximum(p, 1e-30)) - q),
+                                   0), -1))
+
+  before = kl_to_teacher()
+  trainer.fit(sequences)
+  assert kl_to_teacher() < 0.3 * before

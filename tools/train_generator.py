@@ -17,6 +17,7 @@ from absl import flags, logging
 
 from tf_genrec import graphs
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.evaluation.baselines import load_sasrec
 from tf_genrec.generation.beam_search import SID_SOFTMAXES
 from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2.config import Qwen2Config
@@ -59,6 +60,14 @@ flags.DEFINE_float("item_drop_rate", 0.15, "Per-epoch augmentation: each "
 flags.DEFINE_float("item_loss_weight", 0.0, "Weight of the training-only "
                    "item-ID softmax at each item's first SID position "
                    "(needs one item per SID); 0 disables it.")
+flags.DEFINE_string("teacher_dir", None, "A SASRec saved by `tf-genrec "
+                    "train_sasrec --model_output`, trained on the same "
+                    "training split: its next-item distributions become soft "
+                    "SID targets (needs one item per SID).")
+flags.DEFINE_float("distill_weight", 0.0, "Share of each SID target's loss "
+                   "taken by the teacher's soft target (0: no teacher).")
+flags.DEFINE_float("distill_temperature", 1.0, "Temperature of the teacher's "
+                   "item softmax.")
 flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
 flags.DEFINE_bool("refit", False, "Final test-time model: also train on each "
                   "user's validation item (hyper-parameters chosen on "
@@ -66,6 +75,16 @@ flags.DEFINE_bool("refit", False, "Final test-time model: also train on each "
 flags.DEFINE_integer("max_users", 0, "Use only the first N users (0: all).")
 flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed.")
 flags.mark_flags_as_required(["item_table", "output_dir"])
+
+
+def codes_by_item_id(table, num_items):
+  """[num_items, L] codes, row = item id (the teacher's output columns)."""
+  if sorted(table.item_ids.tolist()) != list(range(num_items)):
+    raise ValueError(f"the item table must list item ids 0..{num_items - 1} "
+                     f"once each, got {len(table.item_ids)} rows")
+  codes = np.empty_like(table.codes)
+  codes[table.item_ids] = table.codes
+  return codes
 
 
 def main(argv):
@@ -107,14 +126,19 @@ def main(argv):
   config = TrainConfig(
       batch_size=FLAGS.batch_size, seed=FLAGS.seed, dropout=FLAGS.dropout,
       sid_softmax=FLAGS.sid_softmax, item_loss_weight=FLAGS.item_loss_weight,
+      distill_weight=FLAGS.distill_weight,
+      distill_temperature=FLAGS.distill_temperature,
       optimizer=OptimizerConfig(learning_rate=FLAGS.learning_rate,
                                 weight_decay=FLAGS.weight_decay,
                                 warmup_steps=FLAGS.warmup_steps,
                                 total_steps=FLAGS.steps))
   trie = (SemanticIdTrie(table.codes, FLAGS.codebook_size)
           if FLAGS.sid_softmax == "trie" else None)
+  teacher = load_sasrec(FLAGS.teacher_dir) if FLAGS.teacher_dir else None
+  needs_items = FLAGS.item_loss_weight > 0 or FLAGS.distill_weight > 0
   trainer = Trainer(model, template, config, FLAGS.output_dir, trie,
-                    table.codes if FLAGS.item_loss_weight > 0 else None)
+                    codes_by_item_id(table, dataset.num_items)
+                    if needs_items else None, teacher)
   train_loss = trainer.fit(train, valid)
   valid_loss = trainer.evaluate_loss(valid) if valid else None
   hf_dir = trainer.save_hf(os.path.join(FLAGS.output_dir, "hf"))
@@ -122,7 +146,10 @@ def main(argv):
             "checkpoint_dir": hf_dir, "train_sequences": len(fit_histories),
             "refit": FLAGS.refit, "sid_softmax": FLAGS.sid_softmax,
             "item_drop_rate": FLAGS.item_drop_rate,
-            "item_loss_weight": FLAGS.item_loss_weight}
+            "item_loss_weight": FLAGS.item_loss_weight,
+            "teacher_dir": FLAGS.teacher_dir,
+            "distill_weight": FLAGS.distill_weight,
+            "distill_temperature": FLAGS.distill_temperature}
   with open(os.path.join(FLAGS.output_dir, "train_report.json"), "w") as f:
     json.dump(report, f, indent=1)
   print(json.dumps(report))

@@ -17,7 +17,8 @@ from absl import app, flags, logging
 from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, leave_one_out,
                                    load_amazon_scientific)
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
-                                            evaluate_scorer, train_sasrec)
+                                            evaluate_scorer, save_sasrec,
+                                            train_sasrec)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR,
@@ -38,6 +39,9 @@ flags.DEFINE_string("item_embeddings_output", None, "Also saves the chosen "
                     "model's item embeddings, [num_items, hidden_dim] .npy "
                     "(row = item id), e.g. as the collaborative view for "
                     "build_semantic_ids --embeddings.")
+flags.DEFINE_string("model_output", None, "Also saves the chosen model "
+                    "(config.json + weights.npz), e.g. as the teacher of "
+                    "`tf-genrec train --teacher_dir`.")
 
 
 def main(argv):
@@ -72,6 +76,9 @@ def main(argv):
                 exist_ok=True)
     np.save(FLAGS.item_embeddings_output, model.item_embeddings())
     report["item_embeddings"] = FLAGS.item_embeddings_output
+  if FLAGS.model_output:
+    save_sasrec(model, FLAGS.model_output)
+    report["model"] = FLAGS.model_output
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
   with open(FLAGS.output, "w") as f:
     json.dump(report, f, indent=2)

@@ -7,6 +7,8 @@ exported with `--exclude_history`.
 """
 import copy
 import dataclasses
+import json
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -141,6 +143,24 @@ class SASRec(tf.keras.Model):
                       self.config.max_len)
     hidden = self(tf.constant(tokens), training=False)[:, -1]
     return self.item_logits(hidden).numpy()
+
+
+def save_sasrec(model: SASRec, model_dir: str):
+  """config.json + weights.npz (Keras weight order) in model_dir."""
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, "config.json"), "w") as f:
+    json.dump(dataclasses.asdict(model.config), f, indent=1)
+  np.savez(os.path.join(model_dir, "weights.npz"), *model.get_weights())
+
+
+def load_sasrec(model_dir: str) -> SASRec:
+  """The SASRec saved by save_sasrec, ready to score."""
+  with open(os.path.join(model_dir, "config.json")) as f:
+    model = SASRec(SASRecConfig(**json.load(f)))
+  model(tf.zeros([1, model.config.max_len], tf.int32))  # creates the weights
+  with np.load(os.path.join(model_dir, "weights.npz")) as weights:
+    model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
+  return model
 
 
 def pad_left(sequences, max_len: int) -> np.ndarray:

@@ -6,6 +6,8 @@ models score every item directly and rank the first few better (NDCG@10 in
 docs/quality.md). An item softmax at the same positions pushes those states
 to tell single items apart. Its embedding table exists only in training (the
 trainer's checkpoints), so exported graphs and HF checkpoints do not change.
+ItemTargets also serves the distillation loss (distill.py), which needs the
+same item of every SID token.
 """
 import numpy as np
 import tensorflow as tf
@@ -14,14 +16,13 @@ from tf_genrec.builders.config import PromptTemplate
 
 
 class ItemTargets:
-  """Maps SID tokens back to item rows and owns the item embedding table.
+  """Maps SID tokens back to item rows.
 
   Needs one item per semantic ID (the item table's collision_mode
   "disambiguate"), so that every SID in a sequence names exactly one item.
   """
 
-  def __init__(self, codes, template: PromptTemplate, hidden_size: int,
-               seed: int = 0):
+  def __init__(self, codes, template: PromptTemplate):
     codes = np.asarray(codes, np.int64)
     if codes.ndim != 2 or codes.shape[1] != template.num_levels:
       raise ValueError(f"item codes must be [num_items, "
@@ -31,11 +32,9 @@ class ItemTargets:
     self._order = np.argsort(keys, kind="stable")
     self._sorted_keys = keys[self._order]
     if np.any(np.diff(self._sorted_keys) == 0):
-      raise ValueError("the item loss needs one item per semantic ID; build "
+      raise ValueError("item targets need one item per semantic ID; build "
                        "the item table with collision_mode='disambiguate'")
-    init = tf.random.stateless_normal([len(codes), hidden_size], [seed, 7],
-                                      stddev=0.02)
-    self.embeddings = tf.Variable(init, name="item_embeddings")
+    self.num_items = len(codes)
 
   def _keys(self, codes):
     """Each row of [M, L] codes as one int64, level 0 most significant."""
@@ -69,6 +68,13 @@ class ItemTargets:
                        "item table")
     rows[starts[:, 0], starts[:, 1]] = self._order[rank]
     return rows
+
+
+def item_embedding_table(num_items: int, hidden_size: int, seed: int = 0):
+  """The item loss's training-only [num_items, hidden_size] table."""
+  init = tf.random.stateless_normal([num_items, hidden_size], [seed, 7],
+                                    stddev=0.02)
+  return tf.Variable(init, name="item_embeddings")
 
 
 def item_loss(hidden, rows, embeddings):

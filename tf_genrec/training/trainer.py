@@ -11,8 +11,10 @@ from tf_genrec.builders.config import PromptTemplate
 from tf_genrec.generation.beam_search import check_sid_softmax
 from tf_genrec.generation.generation_config import save_sid_softmax
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
+from tf_genrec.training.distill import DistillTargets, distill_loss
 from tf_genrec.training.examples import pad_batch
-from tf_genrec.training.item_loss import ItemTargets, item_loss
+from tf_genrec.training.item_loss import (ItemTargets, item_embedding_table,
+                                          item_loss)
 from tf_genrec.training.optimizer import AdamW, OptimizerConfig
 from tf_genrec.training.trie_softmax import TrieSoftmaxTargets
 
@@ -28,17 +30,23 @@ class TrainConfig:
   # Weight of the auxiliary item-ID loss (item_loss.py); > 0 needs the item
   # table's codes passed to the Trainer.
   item_loss_weight: float = 0.0
+  # Share of each SID target's loss taken by a teacher's soft target
+  # (distill.py); > 0 needs the item table's codes and a teacher.
+  distill_weight: float = 0.0
+  distill_temperature: float = 1.0
   optimizer: OptimizerConfig = OptimizerConfig()
   checkpoint_every: int = 500
   log_every: int = 50
   seed: int = 0
 
 
-def sid_loss(model, template: PromptTemplate, hidden, input_ids, mask,
-             last_item_only=False, trie_bias=None):
-  """Mean next-token cross-entropy over every semantic-ID position.
+def sid_logits(model, template: PromptTemplate, hidden, input_ids, mask,
+               last_item_only=False, trie_bias=None):
+  """Logits of every semantic-ID target, each over its own level's K codes.
 
   hidden: the decoder's final states for input_ids, [B, S, H].
+  Returns positions [M, 2] of the targets in input_ids[:, 1:], their SID
+  tokens minus sid_offset (level * K + code) [M] and logits [M, K].
 
   last_item_only scores just each sequence's final item (the held-out target
   of a validation sequence), not the history items the model trained on.
@@ -66,15 +74,23 @@ def sid_loss(model, template: PromptTemplate, hidden, input_ids, mask,
   if trie_bias is not None:
     bias, rows = trie_bias
     logits += tf.gather(bias, tf.gather_nd(rows[:, 1:], positions))
-  return tf.reduce_mean(
-      tf.nn.sparse_softmax_cross_entropy_with_logits(sid % K, logits))
+  return positions, sid, logits
+
+
+def sid_loss(model, template: PromptTemplate, hidden, input_ids, mask,
+             last_item_only=False, trie_bias=None):
+  """Mean next-token cross-entropy over every semantic-ID position."""
+  _, sid, logits = sid_logits(model, template, hidden, input_ids, mask,
+                              last_item_only, trie_bias)
+  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      sid % template.codebook_size, logits))
 
 
 class Trainer:
   """Owns the training state; `fit` resumes from the latest checkpoint."""
 
   def __init__(self, model, template: PromptTemplate, config: TrainConfig,
-               work_dir, trie=None, item_codes=None):
+               work_dir, trie=None, item_codes=None, teacher=None):
     self.model = model
     self.template = template
     self.config = config
@@ -85,23 +101,36 @@ class Trainer:
                        "sid_softmax='trie'")
     self._trie_targets = (None if trie is None
                           else TrieSoftmaxTargets(trie, template))
-    if (config.item_loss_weight > 0) != (item_codes is not None):
+    distill = config.distill_weight > 0
+    if not 0 <= config.distill_weight <= 1:
+      raise ValueError(f"distill_weight must be in [0, 1], got "
+                       f"{config.distill_weight}")
+    if distill != (teacher is not None):
+      raise ValueError("pass a teacher exactly when distill_weight > 0")
+    if (config.item_loss_weight > 0 or distill) != (item_codes is not None):
       raise ValueError("pass the item table's codes exactly when "
-                       "item_loss_weight > 0")
-    self._item_targets = (None if item_codes is None else ItemTargets(
-        item_codes, template, model.config.hidden_size, config.seed))
+                       "item_loss_weight > 0 or distill_weight > 0")
+    self._item_targets = (None if item_codes is None
+                          else ItemTargets(item_codes, template))
+    self._distill = (DistillTargets(teacher, item_codes, template,
+                                    config.distill_temperature)
+                     if distill else None)
     self._variables = list(model.trainable_variables)
     extra = {}
-    if self._item_targets is not None:
-      self._variables.append(self._item_targets.embeddings)
-      extra["item_embeddings"] = self._item_targets.embeddings
+    self._item_embeddings = None
+    if config.item_loss_weight > 0:
+      self._item_embeddings = item_embedding_table(
+          len(item_codes), model.config.hidden_size, config.seed)
+      self._variables.append(self._item_embeddings)
+      extra["item_embeddings"] = self._item_embeddings
     self.optimizer = AdamW(config.optimizer, self._variables)
     self._ckpt = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
                                      **extra)
     self._manager = tf.train.CheckpointManager(
         self._ckpt, os.path.join(work_dir, "checkpoints"), max_to_keep=2)
     spec = tf.TensorSpec([None, None], tf.int32)
-    self._train_step = tf.function(self._step, input_signature=[spec] * 4)
+    # Batches differ in shape: trace once for any shape, not per shape.
+    self._train_step = tf.function(self._step, reduce_retracing=True)
     self._eval_loss = tf.function(
         lambda ids, mask, rows: sid_loss(
             self.model, self.template, self.model.model(ids, mask), ids, mask,
@@ -116,25 +145,57 @@ class Trainer:
     return ids, mask, rows
 
   def _train_batch(self, sequences):
-    """_batch + the item rows of the item loss (-1 without it) [B, S]."""
+    """_batch as a dict, plus the inputs of the enabled auxiliary losses."""
     ids, mask, rows = self._batch(sequences)
-    item_rows = (self._item_targets.rows(ids)
-                 if self._item_targets is not None else np.full_like(ids, -1))
-    return ids, mask, rows, item_rows
+    batch = {"input_ids": ids, "mask": mask, "trie_rows": rows}
+    if self._item_targets is not None:
+      batch["item_rows"] = self._item_targets.rows(ids)
+    if self._distill is not None:
+      (batch["teacher_tokens"], batch["sid_rows"],
+       batch["teacher_states"]) = self._distill.inputs(batch["item_rows"])
+    return batch
 
   def _trie_bias(self, rows):
     if self._trie_targets is None:
       return None
     return self._trie_targets.bias, rows
 
-  def _step(self, input_ids, mask, rows, item_rows):
+  def teacher_targets(self, batch, positions, sid):
+    """Soft targets [M, K] and has-teacher [M] of the SID targets of
+    sid_logits(positions, sid) in a _train_batch."""
+    return self._distill.soft_targets(
+        batch["teacher_tokens"],
+        tf.gather_nd(batch["teacher_states"][:, 1:], positions),
+        tf.gather_nd(batch["sid_rows"][:, 1:], positions),
+        sid // self.template.codebook_size)
+
+  def _step(self, batch):
+    """One update; returns the SID loss, the auxiliary losses, lr, grad norm."""
+    c = self.config
+    ids, mask = batch["input_ids"], batch["mask"]
+    aux = {}
     with tf.GradientTape() as tape:
-      hidden = self.model.model(input_ids, mask, self.config.dropout)
-      loss = sid_loss(self.model, self.template, hidden, input_ids, mask,
-                      trie_bias=self._trie_bias(rows))
-      aux = (tf.constant(0.0) if self._item_targets is None else item_loss(
-          hidden[:, :-1], item_rows, self._item_targets.embeddings))
-      total = loss + self.config.item_loss_weight * aux
+      hidden = self.model.model(ids, mask, c.dropout)
+      positions, sid, logits = sid_logits(
+          self.model, self.template, hidden, ids, mask,
+          trie_bias=self._trie_bias(batch["trie_rows"]))
+      per_target = tf.nn.sparse_softmax_cross_entropy_with_logits(
+          sid % self.template.codebook_size, logits)
+      loss = tf.reduce_mean(per_target)
+      if self._distill is not None:
+        soft, has = self.teacher_targets(batch, positions, sid)
+        soft_ce = distill_loss(logits, tf.stop_gradient(soft), has)
+        weight = c.distill_weight * tf.cast(has, soft_ce.dtype)
+        total = tf.reduce_mean((1 - weight) * per_target + weight * soft_ce)
+        aux["distill_loss"] = (tf.reduce_sum(soft_ce) /
+                               tf.maximum(tf.reduce_sum(
+                                   tf.cast(has, soft_ce.dtype)), 1.0))
+      else:
+        total = loss
+      if self._item_embeddings is not None:
+        aux["item_loss"] = item_loss(hidden[:, :-1], batch["item_rows"],
+                                     self._item_embeddings)
+        total += c.item_loss_weight * aux["item_loss"]
     grads = tape.gradient(total, self._variables)
     lr, grad_norm = self.optimizer.apply(grads, self._variables)
     return loss, aux, lr, grad_norm
@@ -162,7 +223,7 @@ class Trainer:
     c = self.config
     total = c.optimizer.total_steps
     rng = np.random.default_rng(c.seed + int(self.optimizer.step))
-    losses, item_losses = [], []
+    losses, aux_losses = [], []
     with tqdm(total=total, initial=int(self.optimizer.step),
               desc="train generator", unit="step") as bar:
       while int(self.optimizer.step) < total:
@@ -176,17 +237,18 @@ class Trainer:
           if step >= total:
             break
           loss, aux, lr, grad_norm = self._train_step(
-              *self._train_batch([sequences[i] for i in batches[b]]))
+              self._train_batch([sequences[i] for i in batches[b]]))
           losses.append(float(loss))
-          item_losses.append(float(aux))
+          aux_losses.append({k: float(v) for k, v in aux.items()})
           bar.update(1)
           if (step + 1) % c.log_every == 0:
             mean = np.mean(losses[-c.log_every:])
             bar.set_postfix(loss=f"{mean:.3f}", lr=f"{float(lr):.2e}")
-            item = ("" if self._item_targets is None else
-                    f" item_loss {np.mean(item_losses[-c.log_every:]):.4f}")
+            extra = "".join(
+                f" {k} {np.mean([a[k] for a in aux_losses[-c.log_every:]]):.4f}"
+                for k in sorted(aux))
             logging.info("step %d loss %.4f%s lr %.2e grad_norm %.2f",
-                         step + 1, mean, item, float(lr), float(grad_norm))
+                         step + 1, mean, extra, float(lr), float(grad_norm))
           if (step + 1) % c.checkpoint_every == 0:
             self._manager.save(checkpoint_number=step + 1)
         if valid_sequences:
