@@ -49,8 +49,8 @@ class DistillTargets:
     sequence's last, as SASRec reads them), sid_rows [B, S] (the item of each
     SID token that has a teacher state, -1 elsewhere) and states [B, S] (flat
     index b * max_len + t of the teacher state that predicts that item).
-    A sequence's first item (no history) and items whose history exceeds the
-    teacher's max_len have no state.
+    A sequence's first item (no history) and items whose previous item is
+    older than the teacher's last max_len inputs have no state.
     """
     max_len = self.teacher.config.max_len
     num_levels = self.template.num_levels
