@@ -104,8 +104,8 @@ class DistillTargets:
     return soft, ok > 0
 
 
-def distill_loss(logits, soft, has):
-  """Per-target cross-entropy of SID logits [M, K] against soft targets [M, K];
-  zero where `has` is False."""
-  ce = -tf.reduce_sum(soft * tf.nn.log_softmax(logits), -1)
-  return tf.where(has, ce, tf.zeros_like(ce))
+def distill_loss(logits, soft):
+  """Per-target cross-entropy of SID logits [M, K] against soft targets [M, K]
+  (0 for a target without a teacher: its soft row is zeros, the logits are
+  finite, the trie bias included)."""
+  return -tf.reduce_sum(soft * tf.nn.log_softmax(logits), -1)

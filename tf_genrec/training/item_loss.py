@@ -34,7 +34,6 @@ class ItemTargets:
     if np.any(np.diff(self._sorted_keys) == 0):
       raise ValueError("item targets need one item per semantic ID; build "
                        "the item table with collision_mode='disambiguate'")
-    self.num_items = len(codes)
 
   def _keys(self, codes):
     """Each row of [M, L] codes as one int64, level 0 most significant."""

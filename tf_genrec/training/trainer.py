@@ -184,7 +184,7 @@ class Trainer:
       loss = tf.reduce_mean(per_target)
       if self._distill is not None:
         soft, has = self.teacher_targets(batch, positions, sid)
-        soft_ce = distill_loss(logits, tf.stop_gradient(soft), has)
+        soft_ce = distill_loss(logits, tf.stop_gradient(soft))
         weight = c.distill_weight * tf.cast(has, soft_ce.dtype)
         total = tf.reduce_mean((1 - weight) * per_target + weight * soft_ce)
         aux["distill_loss"] = (tf.reduce_sum(soft_ce) /
