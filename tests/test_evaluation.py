@@ -1,5 +1,10 @@
 """Metrics vs hand-computed values; most-popular; SASRec learns a pattern."""
+import dataclasses
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +13,8 @@ import tensorflow as tf
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
                                             best_epochs, evaluate_scorer,
-                                            load_sasrec, pad_left, save_sasrec,
-                                            train_sasrec)
+                                            fit_sasrec, load_sasrec, pad_left,
+                                            save_sasrec, train_sasrec)
 from tf_genrec.evaluation.metrics import (evaluate_ranking, ndcg_at_k,
                                           recall_at_k, target_ranks,
                                           top_k_from_scores)
@@ -133,6 +138,31 @@ def test_sasrec_refit_runs_the_chosen_epochs_without_validation():
   assert model.score(split.test_inputs[:2]).shape == (2, 20)
 
 
+def test_fit_sasrec_refits_for_the_epochs_validation_chose():
+  rng = np.random.default_rng(3)
+  split = leave_one_out(_cyclic_histories(80, 20, 6, rng))
+  config = SASRecConfig(num_items=20, max_len=6, hidden_dim=8, num_blocks=1,
+                        num_heads=1, learning_rate=5e-3, max_epochs=6,
+                        eval_every=1, patience=2)
+  chosen, info = fit_sasrec(split, config)
+  validated, history = train_sasrec(
+      split.train, *split.inputs_and_targets("valid"), config)
+  assert info == {"epochs_run": len(history)}
+  # Seeded: the same model as train_sasrec's own validation run.
+  np.testing.assert_array_equal(chosen.score(split.test_inputs[:3]),
+                                validated.score(split.test_inputs[:3]))
+  refit, info = fit_sasrec(split, config, refit=True)
+  assert info == {"epochs_run": len(history),
+                  "refit_epochs": best_epochs(history)}
+  reference, _ = train_sasrec(
+      split.fit_histories(refit=True), None, None,
+      dataclasses.replace(config, max_epochs=best_epochs(history)))
+  np.testing.assert_array_equal(refit.score(split.test_inputs[:3]),
+                                reference.score(split.test_inputs[:3]))
+  assert not np.array_equal(refit.score(split.test_inputs[:3]),
+                            chosen.score(split.test_inputs[:3]))
+
+
 def test_best_epochs_counts_up_to_the_best_validation_pass():
   history = [{"epoch": 0}, {"epoch": 1, "valid": {"ndcg@10": 0.2}},
              {"epoch": 2}, {"epoch": 3, "valid": {"ndcg@10": 0.3}},
@@ -175,3 +205,28 @@ def test_sasrec_config_errors():
     SASRecConfig(num_items=0)
   with pytest.raises(ValueError, match="dropout"):
     SASRecConfig(num_items=5, dropout=1.0)
+
+
+def test_train_sasrec_tool_refit_writes_the_refit_model(tmp_path):
+  flags = ["--hidden_dim=8", "--num_blocks=1", "--num_heads=1",
+           "--max_epochs=2", "--eval_every=1", "--patience=1"]
+  subprocess.run([sys.executable, "-m", "tools.train_sasrec", "--refit",
+                  f"--output={tmp_path / 'report.json'}",
+                  f"--model_output={tmp_path / 'sasrec'}"] + flags,
+                 cwd=Path(__file__).resolve().parents[1], check=True,
+                 capture_output=True)
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert report["refit"] is True
+  # A refit model has trained on the validation targets: test only.
+  assert set(report["most_popular"]) == set(report["sasrec"]) - {
+      "config", "epochs_run", "refit_epochs", "train_seconds"} == {"test"}
+  dataset = load_amazon_scientific()
+  split = leave_one_out(dataset.histories)
+  config = SASRecConfig(num_items=dataset.num_items, hidden_dim=8,
+                        num_blocks=1, num_heads=1, max_epochs=2, eval_every=1,
+                        patience=1)
+  reference, info = fit_sasrec(split, config, refit=True)
+  assert report["sasrec"]["refit_epochs"] == info["refit_epochs"]
+  np.testing.assert_allclose(
+      load_sasrec(str(tmp_path / "sasrec")).score(split.test_inputs[:4]),
+      reference.score(split.test_inputs[:4]), rtol=1e-5, atol=1e-5)

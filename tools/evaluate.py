@@ -10,15 +10,13 @@ each user's input history (see docs/quality.md).
 
   tf-genrec evaluate --saved_model_dir=runs/demo/models/ad_recall/1 --split=valid
 """
-import dataclasses
 import json
 
 from absl import app, flags, logging
 
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
-                                           best_epochs, evaluate_scorer,
-                                           train_sasrec)
+                                           evaluate_scorer, fit_sasrec)
 from tf_genrec.evaluation.saved_model_recall import evaluate_saved_model
 
 FLAGS = flags.FLAGS
@@ -65,15 +63,10 @@ def main(argv):
           exclude_history=FLAGS.exclude_history),
   }
   if FLAGS.sasrec:
-    config = SASRecConfig(num_items=dataset.num_items)
-    sasrec, history = train_sasrec(split.train,
-                                   *split.inputs_and_targets("valid"), config)
+    sasrec, info = fit_sasrec(
+        split, SASRecConfig(num_items=dataset.num_items), FLAGS.refit)
     if FLAGS.refit:
-      epochs = best_epochs(history)
-      report["sasrec_refit_epochs"] = epochs
-      sasrec, _ = train_sasrec(
-          split.fit_histories(refit=True), None, None,
-          dataclasses.replace(config, max_epochs=epochs))
+      report["sasrec_refit_epochs"] = info["refit_epochs"]
     report["sasrec"] = evaluate_scorer(sasrec.score, inputs, targets,
                                        exclude_history=FLAGS.exclude_history)
   logging.info("%s", report)

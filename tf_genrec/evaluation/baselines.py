@@ -251,3 +251,23 @@ def best_epochs(history, select_metric: str = "ndcg@10") -> int:
     raise ValueError("history has no validation pass")
   best = max(passes, key=lambda r: r["valid"][select_metric])
   return best["epoch"] + 1
+
+
+def fit_sasrec(split, config: SASRecConfig, refit: bool = False):
+  """SASRec as every leave-one-out protocol fits it.
+
+  Always early-stops on validation first (split.train -> validation
+  targets). With refit it then trains a fresh model on h[:-1]
+  (split.fit_histories(refit=True)) for exactly the epochs that validation
+  chose, the test-time model of the refit protocol. Returns (model, info):
+  info has "epochs_run" (the validation run) and, with refit, "refit_epochs".
+  """
+  model, history = train_sasrec(split.train,
+                                *split.inputs_and_targets("valid"), config)
+  info = {"epochs_run": len(history)}
+  if refit:
+    info["refit_epochs"] = best_epochs(history)
+    model, _ = train_sasrec(
+        split.fit_histories(refit=True), None, None,
+        dataclasses.replace(config, max_epochs=info["refit_epochs"]))
+  return model, info
