@@ -4,6 +4,7 @@ import pytest
 
 from tf_genrec.semantic_ids import assign
 from tf_genrec.semantic_ids.embeddings import (combine_embeddings,
+                                               count_confidence,
                                                embed_texts, load_embeddings)
 from tf_genrec.semantic_ids.rqvae import (RQVAEConfig, codebook_usage, kmeans,
                                           train_rqvae)
@@ -159,6 +160,28 @@ def test_combine_embeddings_weights_per_view_cosines():
     combine_embeddings([text, collab[:5]], [1.0, 1.0])
   with pytest.raises(ValueError, match="weights must be > 0, got 0.0"):
     combine_embeddings([text, collab], [1.0, 0.0])
+  # Confidences scale one view per item: item pairs weigh that view's cosine
+  # by the product of their confidences.
+  conf = np.array([0.0, 0.5, 1.0, 1.0, 0.25, 0.75])
+  out = combine_embeddings([text, collab], [1.0, 0.5], [None, conf])
+  np.testing.assert_allclose(
+      out @ out.T, cosines(text) + 0.25 * np.outer(conf, conf) * cosines(collab),
+      rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="one confidence entry"):
+    combine_embeddings([text, collab], [1.0, 1.0], [conf])
+  with pytest.raises(ValueError, match=r"confidences\[1\] must be in "
+                     r"\[0, 1\], got range \[-1, 1\]"):
+    combine_embeddings([text, collab], [1.0, 1.0], [None, 2 * conf - 1])
+  with pytest.raises(ValueError, match=r"confidences\[1\] must have shape "
+                     r"\(6,\), got \(0,\)"):
+    combine_embeddings([text, collab], [1.0, 1.0], [None, []])
+
+
+def test_count_confidence_halves_at_the_prior():
+  np.testing.assert_allclose(count_confidence([0, 5, 15, 45], 5.0),
+                             [0.0, 0.5, 0.75, 0.9])
+  with pytest.raises(ValueError, match="prior must be > 0, got 0"):
+    count_confidence([1], 0)
 
 
 def test_minilm_embeds_real_items():
@@ -238,3 +261,17 @@ def test_build_semantic_ids_tool_with_two_embedding_views(tmp_path):
                                    "--embedding_weights=1,2"],
                        cwd=repo, capture_output=True, text=True)
   assert "need one weight per source, got 1 sources and 2 weights" in bad.stderr
+  # The collaborative view trusted by training counts: other RQ-VAE inputs,
+  # other codes (the runs are seeded alike).
+  subprocess.run(base + ["--embedding_weights=1,0.5", "--interaction_views=1",
+                         "--interaction_prior=5",
+                         f"--output_dir={tmp_path / 'prior'}"],
+                 cwd=repo, check=True, capture_output=True)
+  prior = json.loads((tmp_path / "prior" / "report.json").read_text())
+  assert prior["interaction_views"] == [1]
+  assert prior["interaction_prior"] == 5.0
+  assert not np.array_equal(np.load(tmp_path / "prior" / "codes.npy"),
+                            np.load(tmp_path / "out" / "codes.npy"))
+  bad = subprocess.run(base + ["--interaction_views=2"], cwd=repo,
+                       capture_output=True, text=True)
+  assert "--interaction_views=['2']: indices must be in [0, 2)" in bad.stderr

@@ -18,6 +18,7 @@ from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, item_popularity,
                                    leave_one_out, load_amazon_scientific)
 from tf_genrec.semantic_ids import assign
 from tf_genrec.semantic_ids.embeddings import (combine_embeddings,
+                                               count_confidence,
                                                load_embeddings)
 from tf_genrec.semantic_ids.rqvae import (RQVAEConfig, codebook_usage,
                                           train_rqvae)
@@ -33,6 +34,13 @@ flags.DEFINE_list("embeddings", ["runs/demo/sids/item_embeddings.npy"],
 flags.DEFINE_list("embedding_weights", None, "One weight per --embeddings "
                   "file (default 1 each); a single file is used as given "
                   "unless a weight is set.")
+flags.DEFINE_list("interaction_views", [], "0-based indices of --embeddings "
+                  "learned from the training interactions (e.g. SASRec item "
+                  "embeddings): their row i is scaled by n_i / (n_i + "
+                  "--interaction_prior), n_i = item i's training-split count, "
+                  "so rarely seen items are placed by the other views.")
+flags.DEFINE_float("interaction_prior", 5.0, "Count at which an "
+                   "--interaction_views row keeps half its weight.")
 flags.DEFINE_string("codes", None, "Externally built SIDs (.npy [N, L] or "
                     "item_id<TAB>codes text); skips the RQ-VAE.")
 flags.DEFINE_string("output_dir", "runs/demo/sids", "Writes item_table.tsv, "
@@ -64,13 +72,22 @@ def main(argv):
   else:
     sources = [load_embeddings(p, dataset.num_items)
                for p in FLAGS.embeddings]
-    if len(sources) == 1 and not FLAGS.embedding_weights:
+    views = [int(v) for v in FLAGS.interaction_views]
+    if any(not 0 <= v < len(sources) for v in views):
+      raise app.UsageError(f"--interaction_views={FLAGS.interaction_views}: "
+                           f"indices must be in [0, {len(sources)})")
+    if len(sources) == 1 and not FLAGS.embedding_weights and not views:
       emb = sources[0]  # Used as given, e.g. already normalised text vectors.
     else:  # combine_embeddings names a weight count that does not match.
       weights = [float(w) for w in
                  FLAGS.embedding_weights or [1.0] * len(sources)]
-      emb = combine_embeddings(sources, weights)
+      emb = combine_embeddings(sources, weights, [
+          count_confidence(popularity, FLAGS.interaction_prior)
+          if v in views else None for v in range(len(sources))])
       report["embedding_weights"] = weights
+      if views:
+        report.update(interaction_views=views,
+                      interaction_prior=FLAGS.interaction_prior)
     config = RQVAEConfig(
         input_dim=emb.shape[1], latent_dim=FLAGS.latent_dim,
         num_levels=FLAGS.num_levels, codebook_size=FLAGS.codebook_size,

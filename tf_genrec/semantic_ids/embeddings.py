@@ -72,24 +72,49 @@ def load_embeddings(path, num_items: int = None) -> np.ndarray:
   return emb.astype(np.float32)
 
 
-def combine_embeddings(sources, weights) -> np.ndarray:
+def combine_embeddings(sources, weights, confidences=None) -> np.ndarray:
   """Concatenates item embeddings of several views (e.g. text + collaborative).
 
   Each source's rows are L2-normalised and scaled by its weight, so a dot
   product in the result is the weight^2-weighted sum of per-view cosines and
   no view dominates through its scale or width alone.
+  confidences: per source None or [num_items] values in [0, 1] that scale
+  its rows further, so an item a view knows little about (an ID embedding
+  of a rarely seen item) is placed mostly by the other views.
   """
   if not sources or len(sources) != len(weights):
     raise ValueError(f"need one weight per source, got {len(sources)} "
                      f"sources and {len(weights)} weights")
+  confidences = confidences or [None] * len(sources)
+  if len(confidences) != len(sources):
+    raise ValueError(f"need one confidence entry (or None) per source, got "
+                     f"{len(sources)} sources and {len(confidences)}")
   rows = {s.shape[0] for s in sources}
   if len(rows) != 1:
     raise ValueError(f"sources must have the same number of items (rows), "
                      f"got {sorted(rows)}")
   parts = []
-  for emb, w in zip(sources, weights):
+  for i, (emb, w, conf) in enumerate(zip(sources, weights, confidences)):
     if w <= 0:
       raise ValueError(f"weights must be > 0, got {w}")
     norm = np.linalg.norm(emb, axis=1, keepdims=True)
-    parts.append(w * emb / np.maximum(norm, 1e-12))
+    part = w * emb / np.maximum(norm, 1e-12)
+    if conf is not None:
+      conf = np.asarray(conf, np.float64)
+      if conf.shape != (emb.shape[0],):
+        raise ValueError(f"confidences[{i}] must have shape "
+                         f"({emb.shape[0]},), got {conf.shape}")
+      if np.any((conf < 0) | (conf > 1)):
+        raise ValueError(f"confidences[{i}] must be in [0, 1], got range "
+                         f"[{conf.min():.3g}, {conf.max():.3g}]")
+      part = part * conf[:, None]
+    parts.append(part)
   return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def count_confidence(counts, prior: float) -> np.ndarray:
+  """n / (n + prior): how far a view learned from n interactions is trusted."""
+  if prior <= 0:
+    raise ValueError(f"prior must be > 0, got {prior}")
+  counts = np.asarray(counts, np.float64)
+  return counts / (counts + prior)
