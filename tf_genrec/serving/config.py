@@ -1,10 +1,11 @@
 """Readers of TF Serving's own config files (text protos).
 
-ModelServerConfig comes from tensorflow-serving-api. BatchingParameters and
-MonitoringConfig are not shipped in that pip package, so their messages are
-declared here field-for-field as in tensorflow_serving's
-session_bundle_config.proto and monitoring_config.proto (same package, names
-and numbers): a file that parses here parses in tensorflow_model_server.
+ModelServerConfig comes from tensorflow-serving-api. BatchingParameters,
+MonitoringConfig and SSLConfig are not shipped in that pip package, so their
+messages are declared here field-for-field as in tensorflow_serving's
+session_bundle_config.proto, monitoring_config.proto and ssl_config.proto
+(same package, names and numbers): a file that parses here parses in
+tensorflow_model_server.
 """
 import dataclasses
 import os
@@ -58,13 +59,23 @@ def _declare_messages():
   ])
   pool.Add(batching)
   pool.Add(monitoring)
+  ssl = descriptor_pb2.FileDescriptorProto(
+      name="tensorflow_serving/config/ssl_config.proto",
+      package="tensorflow.serving", syntax="proto3")
+  add_fields(ssl.message_type.add(name="SSLConfig"), [
+      ("server_key", 1, f.TYPE_STRING, None, opt),
+      ("server_cert", 2, f.TYPE_STRING, None, opt),
+      ("custom_ca", 3, f.TYPE_STRING, None, opt),
+      ("client_verify", 4, f.TYPE_BOOL, None, opt),
+  ])
+  pool.Add(ssl)
   return tuple(
       message_factory.GetMessageClass(
           pool.FindMessageTypeByName("tensorflow.serving." + name))
-      for name in ("BatchingParameters", "MonitoringConfig"))
+      for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig"))
 
 
-BatchingParameters, MonitoringConfig = _declare_messages()
+BatchingParameters, MonitoringConfig, SSLConfig = _declare_messages()
 
 
 def _parse_file(path, message, flag):
@@ -174,3 +185,15 @@ def read_prometheus_path(path):
   if not prometheus.enable:
     return None
   return prometheus.path or DEFAULT_PROMETHEUS_PATH
+
+
+def read_ssl_config(path):
+  """--ssl_config_file -> SSLConfig (PEM text inline, as TF Serving's)."""
+  ssl = _parse_file(path, SSLConfig(), "ssl_config_file")
+  if not ssl.server_key or not ssl.server_cert:
+    raise ValueError(f"--ssl_config_file={path}: server_key and server_cert "
+                     f"must both be set (PEM text)")
+  if ssl.client_verify and not ssl.custom_ca:
+    raise ValueError(f"--ssl_config_file={path}: client_verify needs "
+                     f"custom_ca (the PEM of the clients' CA)")
+  return ssl
