@@ -18,7 +18,7 @@ def targets(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,examples", [
-    ("tensor_proto", 400), ("predict_request", 150), ("json_body", 150)])
+    ("tensor_proto", 200), ("predict_request", 60), ("json_body", 60)])
 def test_fuzzed_requests_get_clean_statuses(targets, name, examples):
   strategy, check = targets[name]
   executions, findings = fuzz_serving.run_target(
