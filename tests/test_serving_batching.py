@@ -147,6 +147,24 @@ def test_padding_uses_each_tasks_first_element_and_allowed_sizes():
   np.testing.assert_array_equal(out_b["y"][:, :3], b * 10)
 
 
+def test_padding_merges_only_lengths_within_a_power_of_two():
+  scheduler = BatchScheduler(config.BatchingConfig(
+      max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1,
+      pad_variable_length_inputs=True))
+  servable = _FakeServable()
+  short, similar, long = (np.ones([1, t], np.int64) for t in (5, 8, 100))
+  try:
+    outputs = _concurrently([_run(scheduler, servable, x)
+                             for x in (short, similar, long)])
+  finally:
+    scheduler.stop()
+  # 5 and 8 share a batch (padded to 8); 100 runs apart instead of padding
+  # both of them to 100.
+  assert sorted(c["x"].shape for c in servable.calls) == [(1, 100), (2, 8)]
+  for x, out in zip((short, similar, long), outputs):
+    np.testing.assert_array_equal(out["y"][:, :x.shape[1]], x * 10)
+
+
 def test_full_queue_is_unavailable_and_oversized_request_invalid():
   scheduler = BatchScheduler(config.BatchingConfig(
       max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1))

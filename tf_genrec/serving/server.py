@@ -33,12 +33,14 @@ class ServerOptions:
   grpc_max_workers: int = 128  # > max_batch_size so batches can fill.
   warmup: bool = True
   # Request limits, checked on the declared shapes before decoding.
-  max_request_bytes: int = 64 << 20  # gRPC message / REST body.
+  # Worst-case request memory is about max_concurrent_rpcs x max_request_bytes
+  # (protos) plus max_rest_connections x ~10 x max_request_bytes (JSON).
+  max_request_bytes: int = 16 << 20  # gRPC message / REST body.
   max_batch_rows: int = 1024  # Dim 0 of every input.
   max_history_length: int = 4096  # T: dim 1 of limits.HISTORY_INPUTS.
   max_context_length: int = 1024  # Dim 1 of limits.CONTEXT_INPUTS.
   max_tensor_elements: int = 1 << 22  # Per input tensor.
-  max_concurrent_rpcs: int = 256  # gRPC calls in progress (incl. queued).
+  max_concurrent_rpcs: int = 128  # gRPC calls in progress (incl. queued).
   max_rest_connections: int = 64  # Open REST connections (one thread each).
   rest_idle_timeout_seconds: float = 30.0  # Silent REST client: closed.
   # Lifecycle.
