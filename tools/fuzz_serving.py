@@ -44,6 +44,7 @@ CLEAN_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT,
 FUZZ_LIMITS = dict(max_batch_rows=8, max_history_length=32,
                    max_context_length=8, max_tensor_elements=512,
                    max_request_bytes=1 << 20)
+ROUND_EXAMPLES = 200  # Per hypothesis run; runs repeat until the budget ends.
 INPUT_NAMES = ("item_ids", "timestamps", "action_types", "lengths",
                "request_time", "beam_width", "top_n", "context_ids", "bogus",
                "")
@@ -271,12 +272,13 @@ def make_targets(server, channel):
 
 def run_target(strategy, check, seconds, live_every, hang_seconds=None,
                max_examples=None):
-  """Runs hypothesis on `check` until `seconds` pass (or max_examples);
+  """Runs hypothesis on `check` until `seconds` pass (rounds of
+  ROUND_EXAMPLES fresh random examples), or once for `max_examples`;
   returns (executions, findings [str])."""
   executions, findings = [0], []
   deadline = time.monotonic() + seconds
 
-  @settings(max_examples=max_examples or 10**9, deadline=None,
+  @settings(max_examples=max_examples or ROUND_EXAMPLES, deadline=None,
             database=None, derandomize=False, print_blob=False,
             suppress_health_check=list(HealthCheck))
   @given(strategy)

@@ -232,6 +232,9 @@ class _Server(http.server.ThreadingHTTPServer):
   def __init__(self, address, handler, max_connections):
     self.max_connections = max_connections
     self._slots = threading.BoundedSemaphore(max_connections)
+    # listen() backlog: socketserver's 5 resets clients that connect at once
+    # while the accept loop is busy.
+    self.request_queue_size = max_connections
     super().__init__(address, handler)
 
   def process_request(self, request, client_address):
