@@ -23,11 +23,14 @@ PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 class ToyRecallModel(tf.Module):
   """Deterministic arithmetic over every input; `version` shifts the outputs
   so a test can tell which version answered. Row b's results depend only on
-  row b's valid events (like the real model), which batching relies on."""
+  row b's valid events (like the real model), which batching relies on.
+  `delay_s` > 0 makes every call take that long (a slow model for drain
+  tests; it spins on tf.timestamp, a SavedModel cannot sleep)."""
 
-  def __init__(self, version):
+  def __init__(self, version, delay_s=0.0):
     super().__init__()
     self.version = tf.constant(version, tf.int64)
+    self.delay_s = float(delay_s)
 
   @tf.function(input_signature=BEHAVIOR_INPUT_SPECS + REQUEST_OPTION_SPECS)
   def serve(self, item_ids, timestamps, action_types, lengths, request_time,
@@ -48,6 +51,10 @@ class ToyRecallModel(tf.Module):
         tf.debugging.assert_less_equal(
             top_n, MAX_TOP_N, message=f"top_n must be <= {MAX_TOP_N}"),
     ]
+    if self.delay_s > 0:
+      start = tf.timestamp()
+      checks.append(tf.while_loop(lambda now: now < start + self.delay_s,
+                                  lambda now: tf.timestamp(), [start])[0])
     with tf.control_dependencies(checks):
       b = tf.shape(item_ids)[0]
       mask = tf.sequence_mask(lengths, t)
@@ -92,11 +99,12 @@ def sample_inputs(batch=2, length=5, seed=0, **extra):
   return inputs
 
 
-def export_toy_model(base_path, version, warmup_inputs=(), model_name="toy"):
+def export_toy_model(base_path, version, warmup_inputs=(), model_name="toy",
+                     delay_s=0.0):
   """Writes base_path/<version> atomically (tmp dir + rename), as exporters
   must for a polling server. The tf.function (not a concrete function) is
   saved so beam_width/top_n defaults land in SignatureDef.defaults."""
-  model = ToyRecallModel(version)
+  model = ToyRecallModel(version, delay_s)
   tmp = os.path.join(base_path, f".tmp-{version}")
   tf.saved_model.save(model, tmp, signatures={"serving_default": model.serve})
   if warmup_inputs:

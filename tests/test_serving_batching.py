@@ -130,8 +130,8 @@ def test_padding_uses_each_tasks_first_element_and_allowed_sizes():
       max_batch_size=4, batch_timeout_micros=200_000, num_batch_threads=1,
       allowed_batch_sizes=(2, 4), pad_variable_length_inputs=True))
   servable = _FakeServable()
-  a = np.array([[7, 1, 2]], np.int64)
-  b = np.array([[5], [6]], np.int64)
+  a = np.array([[7, 1, 2, 3]], np.int64)
+  b = np.array([[5, 8, 8], [6, 9, 9]], np.int64)
   try:
     out_a, out_b = _concurrently([_run(scheduler, servable, a),
                                   _run(scheduler, servable, b)])
@@ -141,10 +141,28 @@ def test_padding_uses_each_tasks_first_element_and_allowed_sizes():
   # 3 rows padded to the allowed size 4 by repeating row 0; b's short rows
   # padded with b's first element (TF Serving's rule).
   rows = {tuple(r) for r in merged["x"][:3]}
-  assert rows == {(7, 1, 2), (5, 5, 5), (6, 5, 5)}
-  assert merged["x"].shape == (4, 3)
+  assert rows == {(7, 1, 2, 3), (5, 8, 8, 5), (6, 9, 9, 5)}
+  assert merged["x"].shape == (4, 4)
   np.testing.assert_array_equal(out_a["y"], a * 10)
-  np.testing.assert_array_equal(out_b["y"][:, :1], b * 10)
+  np.testing.assert_array_equal(out_b["y"][:, :3], b * 10)
+
+
+def test_padding_merges_only_lengths_within_a_power_of_two():
+  scheduler = BatchScheduler(config.BatchingConfig(
+      max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1,
+      pad_variable_length_inputs=True))
+  servable = _FakeServable()
+  short, similar, long = (np.ones([1, t], np.int64) for t in (5, 8, 100))
+  try:
+    outputs = _concurrently([_run(scheduler, servable, x)
+                             for x in (short, similar, long)])
+  finally:
+    scheduler.stop()
+  # 5 and 8 share a batch (padded to 8); 100 runs apart instead of padding
+  # both of them to 100.
+  assert sorted(c["x"].shape for c in servable.calls) == [(1, 100), (2, 8)]
+  for x, out in zip((short, similar, long), outputs):
+    np.testing.assert_array_equal(out["y"][:, :x.shape[1]], x * 10)
 
 
 def test_full_queue_is_unavailable_and_oversized_request_invalid():

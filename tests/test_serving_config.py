@@ -50,6 +50,11 @@ def test_declared_messages_match_upstream_names_and_numbers():
   text_format.Parse('prometheus_config { enable: true path: "/m" }',
                     monitoring)
   assert monitoring.prometheus_config.path == "/m"
+  assert config.SSLConfig.DESCRIPTOR.full_name == "tensorflow.serving.SSLConfig"
+  assert {n: f.number for n, f in
+          config.SSLConfig.DESCRIPTOR.fields_by_name.items()} == {
+              "server_key": 1, "server_cert": 2, "custom_ca": 3,
+              "client_verify": 4}
 
 
 def test_defaults_are_tf_servings(tmp_path):

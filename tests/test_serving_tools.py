@@ -4,6 +4,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -72,3 +73,25 @@ def test_sigterm_drains_and_exits_cleanly(serve_process):
   assert response.model_spec.version.value == 1
   process.send_signal(signal.SIGTERM)
   assert process.wait(timeout=30) == 0
+
+
+def test_sigterm_waits_for_a_slow_in_flight_request(tmp_path):
+  tl.export_toy_model(str(tmp_path), 1, delay_s=3.0)
+  process = subprocess.Popen(
+      [sys.executable, "-m", "tools.serve", "--port=0", "--model_name=slow",
+       f"--model_base_path={tmp_path}", "--grace_period_seconds=30"],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL, text=True)
+  try:
+    port = int(re.search(r"gRPC port (\d+)", process.stdout.readline())[1])
+    with grpc.insecure_channel(f"localhost:{port}") as channel:
+      call = tl.prediction_stub(channel).Predict.future(
+          client_lib.build_predict_request(tl.sample_inputs(), "slow"), 60)
+      time.sleep(1.0)  # The request is now running on the 3 s model.
+      process.send_signal(signal.SIGTERM)
+      assert call.result().model_spec.version.value == 1
+    assert process.wait(timeout=60) == 0
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()

@@ -1,6 +1,8 @@
 """Versions: hot swap under load, version policies, warmup, draining."""
+import json
 import threading
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -171,3 +173,62 @@ def test_health_follows_availability(tmp_path):
     while check() != health_pb2.HealthCheckResponse.SERVING:
       assert time.monotonic() < deadline, "never became SERVING"
       time.sleep(0.05)
+
+
+def test_rest_predict_pins_one_servable_across_an_unload(tmp_path):
+  """An unload right after REST's version lookup must not fail the request
+  (the version it resolved is held until the answer is computed)."""
+  base = str(tmp_path)
+  tl.export_toy_model(base, 1)
+  with tl.running_server(config.single_model_config("toy", base),
+                         file_system_poll_wait_seconds=0) as (server, _):
+    tl.export_toy_model(base, 2)
+    manager, resolve = server.manager, server.manager.resolve
+    polls = []
+
+    def resolve_then_unload(*args, **kwargs):
+      servable = resolve(*args, **kwargs)
+      if not polls:  # Unload version 1 right after the first lookup.
+        polls.append(threading.Thread(target=manager.poll))
+        polls[0].start()
+        deadline = time.monotonic() + 30
+        while 1 in manager._models["toy"].servables:  # pylint: disable=protected-access
+          assert time.monotonic() < deadline
+          time.sleep(0.01)
+      return servable
+
+    manager.resolve = resolve_then_unload
+    body = {"inputs": {k: v.tolist() for k, v in tl.sample_inputs().items()}}
+    request = urllib.request.Request(
+        f"http://localhost:{server.rest_port}/v1/models/toy:predict",
+        json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+      outputs = json.loads(response.read())["outputs"]
+    polls[0].join(30)
+    # Version 1 answered (item ids carry the version in their millions).
+    assert outputs["item_ids"][0][0] // 1_000_000 == 1
+
+
+def test_stuck_request_does_not_block_other_models(tmp_path):
+  for name in ("a", "b"):
+    tl.export_toy_model(str(tmp_path / name), 1)
+  model_config = model_server_config_pb2.ModelServerConfig()
+  for name in ("a", "b"):
+    model_config.model_config_list.config.add(
+        name=name, base_path=str(tmp_path / name), model_platform="tensorflow")
+  with tl.running_server(model_config, file_system_poll_wait_seconds=0,
+                         unload_timeout_seconds=1.0) as (server, channel):
+    stuck = server.manager.resolve("a")  # A request that never finishes.
+    tl.export_toy_model(str(tmp_path / "a"), 2)
+    tl.export_toy_model(str(tmp_path / "b"), 2)
+    poll = threading.Thread(target=server.manager.poll)
+    poll.start()
+    poll.join(20)
+    assert not poll.is_alive()  # Not waiting on a's stuck version 1.
+    assert _status(channel, "b")[2][0] == State.AVAILABLE
+    assert _status(channel, "a")[1][0] == State.UNLOADING
+    deadline = time.monotonic() + 10  # unload_timeout_seconds=1 then END.
+    while _status(channel, "a")[1][0] != State.END:
+      assert time.monotonic() < deadline
+      time.sleep(0.05)
+    stuck.release()

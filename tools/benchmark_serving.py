@@ -79,7 +79,8 @@ def _generator():
   return getattr(importlib.import_module(module), function)
 
 
-def _start_server(batching):
+def start_server(batching, extra_args=()):
+  """tools/serve.py over --model_base_path as a process; (process, port)."""
   command = [sys.executable, os.path.join(REPO, "tools", "serve.py"),
              "--port=0", f"--model_name={FLAGS.model_name}",
              f"--model_base_path={os.path.abspath(FLAGS.model_base_path)}",
@@ -88,6 +89,7 @@ def _start_server(batching):
   if batching:
     command += ["--enable_batching", "--batching_parameters_file="
                 f"{os.path.abspath(FLAGS.batching_parameters_file)}"]
+  command += list(extra_args)
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
       [REPO] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -209,7 +211,7 @@ def main(argv):
   results, overhead = {}, None
   progress = tqdm(total=len(FLAGS.modes) * len(levels), desc="levels")
   for mode in FLAGS.modes:
-    process, port = _start_server(batching=mode == "on")
+    process, port = start_server(batching=mode == "on")
     try:
       channel = grpc.insecure_channel(f"localhost:{port}")
       stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)

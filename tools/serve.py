@@ -36,6 +36,30 @@ flags.DEFINE_string("batching_parameters_file", "",
 flags.DEFINE_string("monitoring_config_file", "",
                     "MonitoringConfig text proto (Prometheus metrics on the "
                     "REST port).")
+flags.DEFINE_string("ssl_config_file", "",
+                    "SSLConfig text proto (server_key, server_cert, custom_ca, "
+                    "client_verify): TLS on the gRPC port.")
+# Limits and lifecycle (ServerOptions fields; unset: its defaults, tabled in
+# docs/reliability.md). Floats are seconds.
+_OPTION_FLAGS = {
+    "max_request_bytes": "Largest gRPC message / REST body accepted.",
+    "max_batch_rows": "Most rows (dim 0) in one request.",
+    "max_history_length": "Longest history T (dim 1 of item_ids etc.).",
+    "max_context_length": "Longest context (dim 1 of context_ids).",
+    "max_tensor_elements": "Most elements in one input tensor.",
+    "max_concurrent_rpcs": "gRPC calls in progress; more get "
+                           "RESOURCE_EXHAUSTED.",
+    "max_rest_connections": "Open REST connections; more get HTTP 503.",
+    "rest_idle_timeout_seconds": "A REST connection silent this long is "
+                                 "closed.",
+    "grace_period_seconds": "On SIGTERM, wait this long for in-flight "
+                            "requests.",
+    "unload_timeout_seconds": "An unloaded version waits this long for its "
+                              "in-flight requests.",
+}
+for _name, _help in _OPTION_FLAGS.items():
+  (flags.DEFINE_float if _name.endswith("_seconds") else flags.DEFINE_integer)(
+      _name, None, _help + " Unset: ServerOptions' default.")
 flags.DEFINE_integer("tensorflow_intra_op_parallelism", 0,
                      "Threads per op (0: TensorFlow chooses).")
 flags.DEFINE_integer("tensorflow_inter_op_parallelism", 0,
@@ -65,15 +89,24 @@ def server_options():
       FLAGS.monitoring_config_file) if FLAGS.monitoring_config_file else None)
   if prometheus_path and not FLAGS.rest_api_port:
     logging.warning("metrics need the REST port: set --rest_api_port")
-  options = ServerOptions(
-      port=FLAGS.port,
-      rest_api_port=FLAGS.rest_api_port,
-      file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds,
-      model_config_file=FLAGS.model_config_file,
-      model_config_file_poll_wait_seconds=(
-          FLAGS.model_config_file_poll_wait_seconds),
-      batching=batching,
-      prometheus_path=prometheus_path)
+  ssl_config = (config_lib.read_ssl_config(FLAGS.ssl_config_file)
+                if FLAGS.ssl_config_file else None)
+  given = {name: FLAGS[name].value for name in _OPTION_FLAGS
+           if FLAGS[name].value is not None}
+  try:
+    options = ServerOptions(
+        port=FLAGS.port,
+        rest_api_port=FLAGS.rest_api_port,
+        file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds,
+        model_config_file=FLAGS.model_config_file,
+        model_config_file_poll_wait_seconds=(
+            FLAGS.model_config_file_poll_wait_seconds),
+        batching=batching,
+        prometheus_path=prometheus_path,
+        ssl_config=ssl_config,
+        **given)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   return model_config, options
 
 
@@ -95,7 +128,8 @@ def main(argv):
         + (f", REST port {server.rest_port}" if server.rest_port else ""),
         flush=True)
   stop.wait()
-  logging.info("shutting down: draining in-flight requests")
+  logging.info("shutting down: draining in-flight requests (up to %.1f s)",
+               options.grace_period_seconds)
   server.stop()
   logging.info("stopped")
 

@@ -9,7 +9,8 @@ a queue -> UNAVAILABLE. Outputs are split along dim 0 back to the callers.
 
 Two deliberate differences from TF Serving:
 - Without pad_variable_length_inputs, requests whose non-batch dims differ go
-  to different queues instead of failing the merged batch.
+  to different queues instead of failing the merged batch; with it, only
+  dims within a power of two of each other share a queue (bounded padding).
 - If a merged batch fails with INVALID_ARGUMENT (e.g. one caller's lengths
   exceed T), its tasks are re-run one by one so only the bad caller fails.
 """
@@ -74,9 +75,8 @@ class BatchScheduler:
       raise invalid(f"batch size {batch_size} of the request is larger than "
                     f"max_batch_size={self.config.max_batch_size}")
     key = (id(servable), signature.name, tuple(output_filter),
-           tuple(sorted(
-               (k, () if self.config.pad_variable_length_inputs
-                else v.shape[1:]) for k, v in inputs.items())))
+           tuple(sorted((k, self._shape_key(v.shape[1:]))
+                        for k, v in inputs.items())))
     task = _Task(inputs, batch_size)
     with self._cond:
       if self._stopped:
@@ -97,6 +97,14 @@ class BatchScheduler:
       batch.size += batch_size
       self._cond.notify_all()
     return task.future.result()
+
+  def _shape_key(self, dims):
+    """Requests whose non-batch dims map to the same key share batches.
+    Padding merges dims within a power of two of each other, so a long
+    request pads its batch-mates to at most twice their own size."""
+    if not self.config.pad_variable_length_inputs:
+      return tuple(dims)
+    return tuple((d - 1).bit_length() for d in dims)
 
   def stop(self):
     with self._cond:

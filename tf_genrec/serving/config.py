@@ -1,10 +1,11 @@
 """Readers of TF Serving's own config files (text protos).
 
-ModelServerConfig comes from tensorflow-serving-api. BatchingParameters and
-MonitoringConfig are not shipped in that pip package, so their messages are
-declared here field-for-field as in tensorflow_serving's
-session_bundle_config.proto and monitoring_config.proto (same package, names
-and numbers): a file that parses here parses in tensorflow_model_server.
+ModelServerConfig comes from tensorflow-serving-api. BatchingParameters,
+MonitoringConfig and SSLConfig are not shipped in that pip package, so their
+messages are declared here field-for-field as in tensorflow_serving's
+session_bundle_config.proto, monitoring_config.proto and ssl_config.proto
+(same package, names and numbers): a file that parses here parses in
+tensorflow_model_server.
 """
 import dataclasses
 import os
@@ -17,54 +18,62 @@ DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 
 def _declare_messages():
-  """Builds the two upstream protos in a private pool (no global clash)."""
+  """Builds the upstream protos in a private pool (no global clash)."""
   pool = descriptor_pool.DescriptorPool()
   pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
   f = descriptor_pb2.FieldDescriptorProto
 
-  def add_fields(message, fields):
-    for name, number, ftype, type_name, label in fields:
-      field = message.field.add(name=name, number=number, type=ftype,
-                                label=label)
-      if type_name:
-        field.type_name = type_name
+  def add_file(name, messages, dependency=()):
+    """messages: [(name, [(field, number, type, type_name, label)])]."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name=name, package="tensorflow.serving", syntax="proto3",
+        dependency=list(dependency))
+    for message_name, fields in messages:
+      message = file.message_type.add(name=message_name)
+      for field_name, number, ftype, type_name, label in fields:
+        field = message.field.add(name=field_name, number=number,
+                                  type=ftype, label=label)
+        if type_name:
+          field.type_name = type_name
+    pool.Add(file)
 
   opt, rep = f.LABEL_OPTIONAL, f.LABEL_REPEATED
   i64 = ".google.protobuf.Int64Value"
-  batching = descriptor_pb2.FileDescriptorProto(
-      name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-      package="tensorflow.serving", syntax="proto3",
-      dependency=["google/protobuf/wrappers.proto"])
-  add_fields(batching.message_type.add(name="BatchingParameters"), [
-      ("max_batch_size", 1, f.TYPE_MESSAGE, i64, opt),
-      ("batch_timeout_micros", 2, f.TYPE_MESSAGE, i64, opt),
-      ("max_enqueued_batches", 3, f.TYPE_MESSAGE, i64, opt),
-      ("num_batch_threads", 4, f.TYPE_MESSAGE, i64, opt),
-      ("thread_pool_name", 5, f.TYPE_MESSAGE, ".google.protobuf.StringValue",
-       opt),
-      ("allowed_batch_sizes", 6, f.TYPE_INT64, None, rep),
-      ("pad_variable_length_inputs", 7, f.TYPE_BOOL, None, opt),
-  ])
-  monitoring = descriptor_pb2.FileDescriptorProto(
-      name="tensorflow_serving/config/monitoring_config.proto",
-      package="tensorflow.serving", syntax="proto3")
-  add_fields(monitoring.message_type.add(name="PrometheusConfig"), [
-      ("enable", 1, f.TYPE_BOOL, None, opt),
-      ("path", 2, f.TYPE_STRING, None, opt),
-  ])
-  add_fields(monitoring.message_type.add(name="MonitoringConfig"), [
-      ("prometheus_config", 1, f.TYPE_MESSAGE,
-       ".tensorflow.serving.PrometheusConfig", opt),
-  ])
-  pool.Add(batching)
-  pool.Add(monitoring)
+  add_file(
+      "tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
+      [("BatchingParameters", [
+          ("max_batch_size", 1, f.TYPE_MESSAGE, i64, opt),
+          ("batch_timeout_micros", 2, f.TYPE_MESSAGE, i64, opt),
+          ("max_enqueued_batches", 3, f.TYPE_MESSAGE, i64, opt),
+          ("num_batch_threads", 4, f.TYPE_MESSAGE, i64, opt),
+          ("thread_pool_name", 5, f.TYPE_MESSAGE,
+           ".google.protobuf.StringValue", opt),
+          ("allowed_batch_sizes", 6, f.TYPE_INT64, None, rep),
+          ("pad_variable_length_inputs", 7, f.TYPE_BOOL, None, opt),
+      ])], dependency=["google/protobuf/wrappers.proto"])
+  add_file("tensorflow_serving/config/monitoring_config.proto", [
+      ("PrometheusConfig", [
+          ("enable", 1, f.TYPE_BOOL, None, opt),
+          ("path", 2, f.TYPE_STRING, None, opt),
+      ]),
+      ("MonitoringConfig", [
+          ("prometheus_config", 1, f.TYPE_MESSAGE,
+           ".tensorflow.serving.PrometheusConfig", opt),
+      ])])
+  add_file("tensorflow_serving/config/ssl_config.proto", [
+      ("SSLConfig", [
+          ("server_key", 1, f.TYPE_STRING, None, opt),
+          ("server_cert", 2, f.TYPE_STRING, None, opt),
+          ("custom_ca", 3, f.TYPE_STRING, None, opt),
+          ("client_verify", 4, f.TYPE_BOOL, None, opt),
+      ])])
   return tuple(
       message_factory.GetMessageClass(
           pool.FindMessageTypeByName("tensorflow.serving." + name))
-      for name in ("BatchingParameters", "MonitoringConfig"))
+      for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig"))
 
 
-BatchingParameters, MonitoringConfig = _declare_messages()
+BatchingParameters, MonitoringConfig, SSLConfig = _declare_messages()
 
 
 def _parse_file(path, message, flag):
@@ -174,3 +183,15 @@ def read_prometheus_path(path):
   if not prometheus.enable:
     return None
   return prometheus.path or DEFAULT_PROMETHEUS_PATH
+
+
+def read_ssl_config(path):
+  """--ssl_config_file -> SSLConfig (PEM text inline, as TF Serving's)."""
+  ssl = _parse_file(path, SSLConfig(), "ssl_config_file")
+  if not ssl.server_key or not ssl.server_cert:
+    raise ValueError(f"--ssl_config_file={path}: server_key and server_cert "
+                     f"must both be set (PEM text)")
+  if ssl.client_verify and not ssl.custom_ca:
+    raise ValueError(f"--ssl_config_file={path}: client_verify needs "
+                     f"custom_ca (the PEM of the clients' CA)")
+  return ssl

@@ -31,3 +31,7 @@ def invalid(message):
 
 def not_found(message):
   return ServingError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def exhausted(message):
+  return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)

@@ -38,6 +38,13 @@ def _rpc(method):
   return wrapper
 
 
+def _parse_protos(protos, signature):
+  """PredictRequest.inputs -> (declared dtypes/shapes, decode)."""
+  del signature  # Protos carry their dtypes.
+  return ({k: tensors.declared(v, k) for k, v in protos.items()},
+          lambda: {k: tensors.to_numpy(v, k) for k, v in protos.items()})
+
+
 def metadata_response(manager, name, version, label):
   """GetModelMetadataResponse with the SignatureDefMap (also REST's)."""
   with manager.servable(name, version, label) as servable:
@@ -73,7 +80,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                                   request.model_spec.signature_name,
                                   request.inputs,
                                   list(request.output_filter),
-                                  decode=tensors.to_numpy)
+                                  parse=_parse_protos)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = result.model_name
     response.model_spec.version.value = result.version
@@ -135,19 +142,28 @@ def set_health(health_servicer, manager):
 
 def start(server):
   """Binds the gRPC port; returns (grpc.Server, health servicer, port)."""
+  options = server.options
   grpc_server = grpc.server(
-      concurrent.futures.ThreadPoolExecutor(server.options.grpc_max_workers),
-      options=[("grpc.max_receive_message_length", -1),
-               ("grpc.max_send_message_length", -1)])
+      concurrent.futures.ThreadPoolExecutor(options.grpc_max_workers),
+      options=[("grpc.max_receive_message_length", options.max_request_bytes),
+               ("grpc.max_send_message_length", -1)],
+      maximum_concurrent_rpcs=options.max_concurrent_rpcs)
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
       PredictionService(server), grpc_server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(
       ModelService(server), grpc_server)
   health_servicer = health.HealthServicer()
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-  port = grpc_server.add_insecure_port(
-      f"{server.options.host}:{server.options.port}")
+  address = f"{options.host}:{options.port}"
+  ssl = options.ssl_config
+  if ssl is None:
+    port = grpc_server.add_insecure_port(address)
+  else:
+    port = grpc_server.add_secure_port(address, grpc.ssl_server_credentials(
+        [(ssl.server_key.encode(), ssl.server_cert.encode())],
+        root_certificates=ssl.custom_ca.encode() or None,
+        require_client_auth=ssl.client_verify))
   if not port:
-    raise OSError(f"--port={server.options.port}: cannot bind")
+    raise OSError(f"--port={options.port}: cannot bind")
   grpc_server.start()
   return grpc_server, health_servicer, port

@@ -18,6 +18,7 @@ from tf_genrec.serving.config import validate_model_server_config
 from tf_genrec.serving.errors import ServingError, invalid, not_found
 from tf_genrec.serving.servable import Servable
 
+UNKNOWN_MODEL_LABEL = "__unknown__"
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -65,11 +66,14 @@ class _Model:
 class ModelManager:
   """Loads/unloads servables per ModelServerConfig; hands out references."""
 
-  def __init__(self, config, warmup=True, on_change=None):
+  def __init__(self, config, warmup=True, on_change=None, unload_timeout=60.0):
     """on_change() is called after a version became available or unloaded
-    (e.g. to update health status)."""
+    (e.g. to update health status). An unloaded version waits at most
+    `unload_timeout` seconds for its in-flight requests, in the background."""
     validate_model_server_config(config)
     self._warmup = warmup
+    self._unload_timeout = unload_timeout
+    self._retiring = []  # Threads waiting for unloaded versions' requests.
     self._on_change = on_change or (lambda: None)
     self._lock = threading.Lock()  # Guards _models' dicts (fast path).
     self._poll_lock = threading.Lock()  # One poll/reload at a time.
@@ -102,6 +106,9 @@ class ModelManager:
     with self._poll_lock:
       for name in list(self._models):
         self._unload_model(name)
+      retiring, self._retiring = self._retiring, []
+    for thread in retiring:
+      thread.join()
 
   # ---- loading ---------------------------------------------------------
   def poll(self):
@@ -146,12 +153,25 @@ class ModelManager:
     self._on_change()
 
   def _unload(self, model, version):
+    """Stops routing to the version at once; its in-flight requests finish
+    on a thread of their own, so no lock is held while they run."""
     with self._lock:
       servable = model.servables.pop(version)
-      model.status[version] = VersionStatus(State.UNLOADING)
-    servable.retire()  # Waits for in-flight requests on this version.
+      status = model.status[version] = VersionStatus(State.UNLOADING)
+    thread = threading.Thread(target=self._retire,
+                              args=(model, version, servable, status),
+                              daemon=True, name=f"retire-{version}")
+    self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
+    thread.start()
+
+  def _retire(self, model, version, servable, status):
+    if not servable.retire(self._unload_timeout):
+      logging.warning("model %s version %d: requests still running after "
+                      "unload_timeout_seconds=%.1f; dropped anyway",
+                      model.config.name, version, self._unload_timeout)
     with self._lock:
-      model.status[version] = VersionStatus(State.END)
+      if model.status.get(version) is status:  # Not reloaded meanwhile.
+        model.status[version] = VersionStatus(State.END)
     logging.info("unloaded model %s version %d", model.config.name, version)
 
   def _unload_model(self, name):
@@ -249,6 +269,12 @@ class ModelManager:
           raise not_found(f"model_spec.version {version} of model '{name}' "
                           f"is unknown")
       return [(v, dataclasses.replace(s)) for v, s in items]
+
+  def metric_label(self, name):
+    """`name` if it is a configured model, else one shared label, so clients
+    cannot grow the metrics' label sets."""
+    with self._lock:
+      return name if name in self._models else UNKNOWN_MODEL_LABEL
 
   def model_names(self):
     with self._lock:

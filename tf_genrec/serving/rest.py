@@ -18,7 +18,8 @@ import numpy as np
 from absl import logging
 from google.protobuf import json_format
 
-from tf_genrec.serving.errors import ServingError, invalid, not_found
+from tf_genrec.serving.errors import (ServingError, exhausted, invalid,
+                                     not_found)
 from tf_genrec.serving.grpc_server import metadata_response, status_response
 
 _MODEL_PATH = re.compile(
@@ -52,8 +53,15 @@ def _to_array(key, value, signature):
   return converted
 
 
+def _parse_json(body, signature):
+  """The request body -> (inputs, decode) for ModelServer.predict: JSON is
+  already bounded by max_request_bytes, so it is converted right away."""
+  inputs = _inputs_from_json(body, signature)
+  return inputs, lambda: inputs
+
+
 def _inputs_from_json(body, signature):
-  """Returns (inputs, row_format)."""
+  """{input name: numpy array} from a row ("instances") or columnar body."""
   if ("instances" in body) == ("inputs" in body):
     raise invalid('request body needs exactly one of "instances" or "inputs"')
   required = [k for k in signature.inputs if k not in signature.defaults]
@@ -68,18 +76,18 @@ def _inputs_from_json(body, signature):
           raise invalid(f"instances[{index}] has inputs {sorted(instance)}, "
                         f"instances[0] has {sorted(keys)}")
       return {k: _to_array(k, [i[k] for i in instances], signature)
-              for k in keys}, True
+              for k in keys}
     if len(required) != 1:
       raise invalid(f'"instances" must be objects naming the inputs '
                     f'{sorted(signature.inputs)}')
-    return {required[0]: _to_array(required[0], instances, signature)}, True
+    return {required[0]: _to_array(required[0], instances, signature)}
   inputs = body["inputs"]
   if isinstance(inputs, dict):
-    return {k: _to_array(k, v, signature) for k, v in inputs.items()}, False
+    return {k: _to_array(k, v, signature) for k, v in inputs.items()}
   if len(required) != 1:
     raise invalid(f'"inputs" must be an object naming the inputs '
                   f'{sorted(signature.inputs)}')
-  return {required[0]: _to_array(required[0], inputs, signature)}, False
+  return {required[0]: _to_array(required[0], inputs, signature)}
 
 
 def _json_value(array):
@@ -102,6 +110,23 @@ def _predict_json(result, row_format):
                           for i in range(rows)]}
 
 
+def predict_body(model_server, name, version, label, data):
+  """A :predict request's body (bytes) -> the JSON answer (a dict)."""
+  try:
+    body = json.loads(data or b"null")
+  except (ValueError, RecursionError) as e:
+    raise invalid(f"request body is not JSON: {type(e).__name__}: "
+                  f"{str(e)[:200]}") from e
+  if not isinstance(body, dict):
+    raise invalid("request body must be a JSON object")
+  signature_name = body.get("signature_name", "")
+  if not isinstance(signature_name, str):
+    raise invalid("signature_name must be a string")
+  result = model_server.predict(name, version, label, signature_name, body,
+                                api="rest_predict", parse=_parse_json)
+  return _predict_json(result, "instances" in body)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
   server_version = "tf_genrec"
   protocol_version = "HTTP/1.1"
@@ -114,14 +139,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     data = (body if isinstance(body, str) else
             json.dumps(body, indent=1)).encode("utf-8")
     self.send_response(code)
+    if self.close_connection:  # E.g. an unread body: the stream is lost.
+      self.send_header("Connection", "close")
     self.send_header("Content-Type", content_type)
     self.send_header("Content-Length", str(len(data)))
     self.end_headers()
     self.wfile.write(data)
 
   def _dispatch(self, method):
+    if self.model_server.stopping:
+      self.close_connection = True  # Refused below, body unread.
     try:
-      self._send(200, self._route(method))
+      with self.model_server.in_flight():
+        self._send(200, self._route(method))
     except ServingError as e:
       self._send(e.http_code, {"error": e.message})
     except Exception as e:  # pylint: disable=broad-except
@@ -151,23 +181,36 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                        f"{method} {path} is not supported")
 
-  def _predict(self, name, version, label):
-    length = int(self.headers.get("Content-Length", 0))
+  def _body_length(self):
+    """Content-Length, checked before anything is read; a refused body is
+    left unread, so the connection is closed after the answer."""
+    options = self.model_server.options
+    raw = self.headers.get("Content-Length", "0")
     try:
-      body = json.loads(self.rfile.read(length) or b"null")
-    except ValueError as e:
-      raise invalid(f"request body is not JSON: {e}") from e
-    if not isinstance(body, dict):
-      raise invalid("request body must be a JSON object")
-    signature_name = body.get("signature_name", "")
-    # The signature is needed for input dtypes before the real lookup.
-    with self.model_server.manager.servable(name, version, label) as servable:
-      signature = servable.signature(signature_name)
-      version = servable.version
-    inputs, row_format = _inputs_from_json(body, signature)
-    result = self.model_server.predict(name, version, None, signature_name,
-                                       inputs, api="rest_predict")
-    return _predict_json(result, row_format)
+      length = int(raw) if raw.strip().isdigit() else -1
+    except ValueError:
+      length = -1
+    if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+      length = -1
+    if length < 0:
+      self.close_connection = True
+      raise invalid(f"Content-Length {raw!r} is not a byte count (a "
+                    f"non-negative integer; chunked bodies are not accepted)")
+    if length > options.max_request_bytes:
+      self.close_connection = True
+      raise exhausted(f"request body of {length} bytes (Content-Length) is "
+                      f"larger than max_request_bytes="
+                      f"{options.max_request_bytes}")
+    return length
+
+  def _predict(self, name, version, label):
+    length = self._body_length()
+    try:
+      data = self.rfile.read(length)
+    except OSError as e:  # E.g. rest_idle_timeout_seconds passed.
+      self.close_connection = True
+      raise invalid(f"request body not received: {e}") from e
+    return predict_body(self.model_server, name, version, label, data)
 
   def do_GET(self):  # pylint: disable=invalid-name
     prometheus_path = self.model_server.options.prometheus_path
@@ -181,13 +224,56 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     self._dispatch("POST")
 
 
+class _Server(http.server.ThreadingHTTPServer):
+  """One thread per connection, at most max_rest_connections at a time;
+  past that a connection gets 503 at once instead of a thread."""
+  daemon_threads = True
+
+  def __init__(self, address, handler, max_connections):
+    self.max_connections = max_connections
+    self._slots = threading.BoundedSemaphore(max_connections)
+    # listen() backlog: socketserver's 5 resets clients that connect at once
+    # while the accept loop is busy.
+    self.request_queue_size = max_connections
+    super().__init__(address, handler)
+
+  def process_request(self, request, client_address):
+    if not self._slots.acquire(blocking=False):
+      body = json.dumps({"error": f"too many REST connections "
+                                  f"(max_rest_connections="
+                                  f"{self.max_connections})"}).encode()
+      try:
+        request.settimeout(1.0)
+        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\n"
+                        b"Content-Type: application/json\r\n"
+                        b"Connection: close\r\n" +
+                        f"Content-Length: {len(body)}\r\n\r\n".encode() +
+                        body)
+      except OSError:
+        pass  # The client went away; nothing to answer.
+      self.shutdown_request(request)
+      return
+    try:
+      super().process_request(request, client_address)
+    except BaseException:
+      self._slots.release()
+      raise
+
+  def process_request_thread(self, request, client_address):
+    try:
+      super().process_request_thread(request, client_address)
+    finally:
+      self._slots.release()
+
+
 def start(model_server):
   """Binds --rest_api_port (0 with rest_api_ephemeral: a free port)."""
+  options = model_server.options
   handler = type("Handler", (_Handler,),
-                 {"model_server": model_server})
-  httpd = http.server.ThreadingHTTPServer(
-      (model_server.options.host, model_server.options.rest_api_port), handler)
-  httpd.daemon_threads = True
+                 {"model_server": model_server,
+                  "timeout": options.rest_idle_timeout_seconds})
+  httpd = _Server((options.host, options.rest_api_port), handler,
+                  options.max_rest_connections)
   threading.Thread(target=httpd.serve_forever, daemon=True,
                    name="rest").start()
   return httpd, httpd.server_address[1]

@@ -46,8 +46,10 @@ class Signature:
   def validate(self, inputs, output_filter=()):
     """Raises INVALID_ARGUMENT naming the offending input; returns batch size.
 
-    The batch size is dim 0 shared by every given input of rank >= 1 (None if
-    all inputs are scalars).
+    `inputs` maps names to arrays or to what a request declares (anything
+    with .dtype and .shape, e.g. tensors.Declared), so a request can be
+    checked before it is decoded. The batch size is dim 0 shared by every
+    given input of rank >= 1 (None if all inputs are scalars).
     """
     for key in inputs:
       if key not in self.inputs:
@@ -60,25 +62,28 @@ class Signature:
     batch, batch_key = None, None
     for key, value in sorted(inputs.items()):  # Deterministic messages.
       dtype, shape = self.inputs[key]
+      got = list(value.shape)
       if value.dtype != dtype and not (dtype == object and
                                        value.dtype.kind in "SUO"):
         raise invalid(f"input '{key}' must be {_dtype_name(dtype)}, got "
                       f"{_dtype_name(value.dtype)}")
       if shape is not None:
-        if value.ndim != len(shape):
+        if len(got) != len(shape):
           raise invalid(f"input '{key}' must have rank {len(shape)} (shape "
-                        f"{_shape_str(shape)}), got shape "
-                        f"{list(value.shape)}")
-        for axis, (want, got) in enumerate(zip(shape, value.shape)):
-          if want != -1 and want != got:
+                        f"{_shape_str(shape)}), got shape {got}")
+        for axis, (want, size) in enumerate(zip(shape, got)):
+          if want != -1 and want != size:
             raise invalid(f"input '{key}' must have size {want} in dim "
                           f"{axis} (shape {_shape_str(shape)}), got shape "
-                          f"{list(value.shape)}")
-      if value.ndim >= 1:
+                          f"{got}")
+      if got:
+        if got[0] == 0:
+          raise invalid(f"input '{key}' has batch size 0 (shape {got}): a "
+                        f"request needs at least one row")
         if batch is None:
-          batch, batch_key = value.shape[0], key
-        elif value.shape[0] != batch:
-          raise invalid(f"input '{key}' has batch size {value.shape[0]} but "
+          batch, batch_key = got[0], key
+        elif got[0] != batch:
+          raise invalid(f"input '{key}' has batch size {got[0]} but "
                         f"input '{batch_key}' has {batch}: dim 0 must agree")
     for key in output_filter:
       if key not in self.outputs:
@@ -204,10 +209,13 @@ class Servable:
       self._refs -= 1
       self._cond.notify_all()
 
-  def retire(self):
-    """Blocks until in-flight requests finish, then drops the model."""
+  def retire(self, timeout=None):
+    """Refuses new requests, waits up to `timeout` seconds for in-flight ones,
+    then drops the model (a request still running keeps what it uses alive).
+    Returns whether all requests had finished."""
     with self._cond:
       self._retired = True
-      self._cond.wait_for(lambda: self._refs == 0)
+      drained = self._cond.wait_for(lambda: self._refs == 0, timeout)
       self._functions = {}
       self._loaded = None
+    return drained

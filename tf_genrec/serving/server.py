@@ -1,4 +1,5 @@
 """The model server: manager + optional batching + metrics + gRPC/REST fronts."""
+import contextlib
 import dataclasses
 import threading
 import time
@@ -8,7 +9,7 @@ import grpc
 from absl import logging
 
 from tf_genrec.serving import config as config_lib
-from tf_genrec.serving import grpc_server, rest
+from tf_genrec.serving import grpc_server, limits, rest
 from tf_genrec.serving.batching import BatchScheduler
 from tf_genrec.serving.errors import ServingError
 from tf_genrec.serving.manager import ModelManager
@@ -17,7 +18,8 @@ from tf_genrec.serving.metrics import ServerMetrics
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
-  """What tools/serve.py's flags configure (names as tensorflow_model_server)."""
+  """What tools/serve.py's flags configure (names as tensorflow_model_server
+  where it has them), validated here; docs/reliability.md tables the limits."""
   port: int = 8500  # gRPC; 0 picks a free port.
   rest_api_port: int = 0  # 0: no REST server (as TF Serving)...
   rest_api_ephemeral: bool = False  # ...unless tests ask for a free port.
@@ -27,8 +29,38 @@ class ServerOptions:
   model_config_file_poll_wait_seconds: float = 0.0
   batching: Optional[config_lib.BatchingConfig] = None  # None: no batching.
   prometheus_path: Optional[str] = None  # None: no metrics endpoint.
+  ssl_config: Optional[object] = None  # SSLConfig; None: plaintext gRPC.
   grpc_max_workers: int = 128  # > max_batch_size so batches can fill.
   warmup: bool = True
+  # Request limits, checked on the declared shapes before decoding.
+  # Worst-case request memory is about max_concurrent_rpcs x max_request_bytes
+  # (protos) plus max_rest_connections x ~10 x max_request_bytes (JSON).
+  max_request_bytes: int = 16 << 20  # gRPC message / REST body.
+  max_batch_rows: int = 1024  # Dim 0 of every input.
+  max_history_length: int = 4096  # T: dim 1 of limits.HISTORY_INPUTS.
+  max_context_length: int = 1024  # Dim 1 of limits.CONTEXT_INPUTS.
+  max_tensor_elements: int = 1 << 22  # Per input tensor.
+  max_concurrent_rpcs: int = 128  # gRPC calls in progress (incl. queued).
+  max_rest_connections: int = 64  # Open REST connections (one thread each).
+  rest_idle_timeout_seconds: float = 30.0  # Silent REST client: closed.
+  # Lifecycle.
+  grace_period_seconds: float = 30.0  # Shutdown waits for in-flight requests.
+  unload_timeout_seconds: float = 60.0  # An unload waits for its requests.
+
+  def __post_init__(self):
+    for name in ("max_request_bytes", "max_batch_rows", "max_history_length",
+                 "max_context_length", "max_tensor_elements",
+                 "max_concurrent_rpcs", "max_rest_connections",
+                 "grpc_max_workers"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.max_request_bytes >= 1 << 31:
+      raise ValueError(f"max_request_bytes must be < 2 GiB (gRPC's limit), "
+                       f"got {self.max_request_bytes}")
+    for name in ("rest_idle_timeout_seconds", "grace_period_seconds",
+                 "unload_timeout_seconds"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass
@@ -46,6 +78,7 @@ class ModelServer:
     self.options = options
     self.metrics = ServerMetrics()
     self.manager = ModelManager(model_server_config, warmup=options.warmup,
+                                unload_timeout=options.unload_timeout_seconds,
                                 on_change=self.update_health)
     self.batcher = (BatchScheduler(options.batching,
                                    on_batch=self.metrics.batch_size.observe)
@@ -58,6 +91,8 @@ class ModelServer:
     self._stop = threading.Event()
     self._config_thread = None
     self._config_text = None
+    self._inflight = 0  # REST requests in progress (drained on stop).
+    self._inflight_cond = threading.Condition()
 
   def start(self):
     self.manager.start(self.options.file_system_poll_wait_seconds)
@@ -76,13 +111,27 @@ class ModelServer:
                  f", REST on port {self.rest_port}" if self.rest_port else "")
     return self
 
-  def stop(self, grace=5.0):
+  def stop(self, grace=None):
+    """Refuses new requests, waits up to `grace` seconds (default
+    grace_period_seconds) for in-flight ones, then unloads everything."""
+    grace = self.options.grace_period_seconds if grace is None else grace
+    deadline = time.monotonic() + grace
     self._stop.set()
+    grpc_done = None
     if self._grpc:
       self._health.enter_graceful_shutdown()
-      self._grpc.stop(grace).wait()
+      grpc_done = self._grpc.stop(grace)  # New RPCs are refused at once.
     if self._rest:
-      self._rest.shutdown()
+      self._rest.shutdown()  # Stops accepting; open connections finish.
+    with self._inflight_cond:
+      if not self._inflight_cond.wait_for(
+          lambda: self._inflight == 0,
+          max(deadline - time.monotonic(), 0)):
+        logging.warning("grace period of %.1f s over with %d requests in "
+                        "flight", grace, self._inflight)
+    if grpc_done is not None:
+      grpc_done.wait(max(deadline - time.monotonic(), 0))
+    if self._rest:
       self._rest.server_close()
     if self._config_thread:
       self._config_thread.join()
@@ -111,20 +160,25 @@ class ModelServer:
       grpc_server.set_health(self._health, self.manager)
 
   def predict(self, model_name, version, label, signature_name, inputs,
-              output_filter=(), api="predict", decode=None):
-    """Validates, runs (batched if enabled), records metrics.
+              output_filter=(), api="predict", parse=None):
+    """Pins one servable, admits the request, runs it (batched if enabled),
+    records metrics.
 
-    `decode(value, name)`, if given, turns each input into a numpy array
-    (inside the timed, counted region, so malformed inputs are counted too).
+    `parse(inputs, signature)`, if given, turns the request's own inputs into
+    (declared, decode): {name: .dtype/.shape} checked against the signature
+    and the limits first, then `decode()` -> {name: numpy array}. It runs
+    inside the timed, counted region, so malformed inputs are counted too.
     """
     start = time.perf_counter()
     status = grpc.StatusCode.OK
     try:
-      if decode is not None:
-        inputs = {k: decode(v, k) for k, v in inputs.items()}
       with self.manager.servable(model_name, version, label) as servable:
         signature = servable.signature(signature_name)
-        batch_size = signature.validate(inputs, output_filter)
+        declared, decode = (parse(inputs, signature) if parse is not None
+                            else (inputs, lambda: inputs))
+        batch_size = signature.validate(declared, output_filter)
+        limits.check_request(self.options, declared)
+        inputs = decode()
         output_filter = tuple(output_filter)
         if self.batcher is not None:
           outputs = self.batcher.run(servable, signature, inputs,
@@ -140,5 +194,24 @@ class ModelServer:
       status = grpc.StatusCode.INTERNAL
       raise
     finally:
-      self.metrics.record(model_name, api, status.name,
-                          time.perf_counter() - start)
+      self.metrics.record(self.manager.metric_label(model_name), api,
+                          status.name, time.perf_counter() - start)
+
+  @property
+  def stopping(self):
+    return self._stop.is_set()
+
+  @contextlib.contextmanager
+  def in_flight(self):
+    """Counts a REST request that stop() must wait for (gRPC's own stop
+    waits for RPCs); once stop() began, new requests get UNAVAILABLE."""
+    with self._inflight_cond:
+      if self._stop.is_set():
+        raise ServingError(grpc.StatusCode.UNAVAILABLE, "server is stopping")
+      self._inflight += 1
+    try:
+      yield
+    finally:
+      with self._inflight_cond:
+        self._inflight -= 1
+        self._inflight_cond.notify_all()
