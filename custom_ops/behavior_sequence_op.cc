@@ -1,6 +1,7 @@
 // GenrecBehaviorSequence: raw behaviour events -> a cleaned, time-ordered,
 // de-duplicated and truncated click history per request.
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -69,8 +70,8 @@ history_lengths: [B] number of items in history[b].
 num_dropped: [B] lengths[b] - history_lengths[b]: the valid events removed by
   any filter, by de-duplication or by truncation to max_len.
 allowed_action_types: action types to keep; empty keeps every type.
-max_age_seconds: drop events with request_time - timestamp > max_age_seconds;
-  0 means no age limit.
+max_age_seconds: drop events with request_time - timestamp > max_age_seconds
+  (computed exactly for any int64 values); 0 means no age limit.
 dedup_mode: "none" keeps repeats; "consecutive" collapses runs of the same item
   in the filtered, time-ordered events to one; "keep_last" keeps only the most
   recent event of each item.
@@ -78,6 +79,13 @@ max_len: maximum history length; the most recent events are kept.
 )doc");
 
 enum class DedupMode { kNone, kConsecutive, kKeepLast };
+
+// now - ts for ts <= now, exact over the whole int64 range: the difference is
+// in [0, 2^64 - 1], which uint64 holds (int64 subtraction would overflow for
+// e.g. ts = INT64_MIN), and unsigned wrap-around is defined.
+uint64_t Age(int64_t now, int64_t ts) {
+  return static_cast<uint64_t>(now) - static_cast<uint64_t>(ts);
+}
 
 class BehaviorSequenceOp : public OpKernel {
  public:
@@ -160,7 +168,9 @@ class BehaviorSequenceOp : public OpKernel {
         bool sorted = true;
         for (int32_t t = 0; t < lengths_v(b); ++t) {
           if (ids(b, t) < 0 || ts(b, t) > now(b)) continue;
-          if (max_age_seconds_ > 0 && now(b) - ts(b, t) > max_age_seconds_)
+          if (max_age_seconds_ > 0 && Age(now(b), ts(b, t)) >
+                                          static_cast<uint64_t>(
+                                              max_age_seconds_))
             continue;
           if (!allowed_.empty() && !allowed_.contains(actions(b, t))) continue;
           if (!kept.empty() && ts(b, kept.back()) > ts(b, t)) sorted = false;

@@ -57,8 +57,8 @@ code c at level l is sid_offset + l * codebook_size + c.
 codes: [B, T, L] history codes, oldest first; rows t < codes_lengths[b] are
   read and must be in [0, codebook_size).
 codes_lengths: [B] history length per row, 0 <= codes_lengths[b] <= T.
-context_ids: [B, C] extra tokens (profile, query) placed after the prefix;
-  C may be 0.
+context_ids: [B, C] extra tokens (profile, query) placed after the prefix,
+  in [0, sid_offset + L * codebook_size) where read; C may be 0.
 context_lengths: [B] valid context tokens per row, 0 <= context_lengths[b] <= C.
 input_ids: [B, P] prompts left-padded with pad_token_id, P = longest prompt.
 lengths: [B] prompt length per row.
@@ -102,13 +102,15 @@ class PromptAssembleOp : public OpKernel {
                 absl::InvalidArgumentError(absl::StrCat("codes must have L >= 1 levels, got "
                                         "shape ",
                                         codes.shape().DebugString())));
-    // The largest token must fit in int32_t.
+    // The largest token must fit in int32_t (divided, not multiplied: a
+    // zero-size codes tensor may declare any L).
     OP_REQUIRES(ctx,
-                sid_offset_ + num_levels * codebook_size_ <=
-                    std::numeric_limits<int32_t>::max(),
+                num_levels <= (std::numeric_limits<int32_t>::max() -
+                               sid_offset_) / codebook_size_,
                 absl::InvalidArgumentError(absl::StrCat(
                     "sid_offset=", sid_offset_, " + L=", num_levels,
                     " * codebook_size=", codebook_size_, " overflows int32")));
+    const int64_t vocab_size = sid_offset_ + num_levels * codebook_size_;
     OP_REQUIRES(ctx,
                 codes_lengths.dims() == 1 && codes_lengths.dim_size(0) == batch,
                 absl::InvalidArgumentError(absl::StrCat("codes_lengths must be [B=", batch,
@@ -155,6 +157,13 @@ class PromptAssembleOp : public OpKernel {
                           " is outside [0, codebook_size=", codebook_size_,
                           ")")));
         }
+      }
+      for (int32_t i = 0; i < ctx_len(b); ++i) {
+        OP_REQUIRES(ctx, context(b, i) >= 0 && context(b, i) < vocab_size,
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "context_ids[", b, ",", i, "]=", context(b, i),
+                        " is outside the vocabulary [0, sid_offset + L * "
+                        "codebook_size=", vocab_size, ")")));
       }
       const int64_t base = fixed + ctx_len(b);
       // n items cost n * L + (n - 1) * |separator| tokens.

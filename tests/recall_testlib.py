@@ -2,6 +2,7 @@
 import numpy as np
 
 from tf_genrec import graphs
+from tf_genrec.evaluation.saved_model_recall import history_requests
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
@@ -34,3 +35,33 @@ def tiny_recall_assets(root):
   save_hf_checkpoint(model, ckpt)
   return dict(root=root, item_ids=item_ids, codes=codes, priority=priority,
               table_path=table_path, config=config, ckpt=ckpt)
+
+
+def random_recall_requests(a, rng, batch):
+  """serving_default inputs of `batch` random histories of known items, with
+  random per-row beam_width (up to the tiny model's 16) and top_n."""
+  histories = [rng.choice(a["item_ids"], rng.integers(1, 7))
+               for _ in range(batch)]
+  inputs = history_requests(histories)
+  inputs["beam_width"] = rng.integers(1, 17, batch).astype(np.int32)
+  inputs["top_n"] = rng.integers(1, 41, batch).astype(np.int32)
+  return inputs
+
+
+def assert_row_equals_alone(batched, row, alone, beam_width, top_n):
+  """Row `row` of a batched answer equals the answer to that row sent alone:
+  the same items and semantic IDs, scores within 1e-5 (float32 sums of
+  per-level log-probs; matmul blocking may differ with the batch shape), and
+  padding past the row's own top_n / beam_width."""
+  w, n = int(beam_width), int(top_n)
+  assert alone["item_ids"].shape[1] == n
+  assert alone["semantic_ids"].shape[1] == w
+  np.testing.assert_array_equal(batched["item_ids"][row, :n],
+                                alone["item_ids"][0])
+  np.testing.assert_allclose(batched["scores"][row, :n], alone["scores"][0],
+                             atol=1e-5, rtol=0)
+  np.testing.assert_array_equal(batched["semantic_ids"][row, :w],
+                                alone["semantic_ids"][0])
+  assert np.all(batched["item_ids"][row, n:] == -1)
+  assert np.all(np.isneginf(batched["scores"][row, n:]))
+  assert np.all(batched["semantic_ids"][row, w:] == -1)

@@ -2,6 +2,7 @@
 serving_default signature, and an in-process server on free ports."""
 import contextlib
 import os
+import threading
 
 import grpc
 import numpy as np
@@ -148,6 +149,27 @@ def running_server(model_server_config, **options):
   finally:
     channel.close()
     server.stop(grace=1.0)
+
+
+def concurrently(functions):
+  """Runs the callables at once; returns their results or exceptions."""
+  results = [None] * len(functions)
+  barrier = threading.Barrier(len(functions))
+
+  def call(i):
+    barrier.wait()
+    try:
+      results[i] = functions[i]()
+    except Exception as e:  # pylint: disable=broad-except
+      results[i] = e
+
+  threads = [threading.Thread(target=call, args=(i,))
+             for i in range(len(functions))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  return results
 
 
 def prediction_stub(channel):

@@ -104,9 +104,11 @@ def _stepwise_beam_search(model, prompt, sids, width, sid_softmax="level"):
 
 
 def _run(generator, prompts, lengths, width):
+  """width: one int for every row, or one per row."""
+  widths = np.broadcast_to(np.asarray(width, np.int32), [len(lengths)])
   codes, scores = generator.generate(tf.constant(prompts),
                                      tf.constant(lengths),
-                                     tf.constant(width, tf.int32))
+                                     tf.constant(widths))
   return codes.numpy(), scores.numpy()
 
 
@@ -248,6 +250,40 @@ def test_padding_and_batching_do_not_change_results(model):
     np.testing.assert_allclose(scores[0], batch_scores[row], atol=TOL)
 
 
+def test_per_row_widths_equal_each_row_searched_alone(model):
+  """Rows of one batch ask for different widths: row b's first
+  beam_width[b] beams equal a beam_width[b]-wide search of the row alone
+  (not the first beams of the widest row's search, which differ once the
+  wide search keeps beams a narrow one pruned), and the rest is padding."""
+  sids = _sids(3, 300)
+  gen = BeamSearchGenerator(model, SemanticIdTrie(sids, K), SID_OFFSET, 32)
+  rng = np.random.default_rng(22)
+  pruned_differently = 0
+  for trial in range(4):
+    batch = int(rng.integers(2, 6))
+    prompts, lengths = _prompts(30 + trial,
+                                rng.integers(1, 14, batch).tolist())
+    widths = rng.integers(1, 33, batch).astype(np.int32)
+    widths[0] = 32  # a wide batch-mate for every narrow row
+    codes, scores = _run(gen, prompts, lengths, widths)
+    assert codes.shape == (batch, 32, L) and scores.shape == (batch, 32)
+    for row, width in enumerate(widths):
+      alone = prompts[row:row + 1, prompts.shape[1] - lengths[row]:]
+      alone_codes, alone_scores = _run(gen, alone, lengths[row:row + 1],
+                                       width)
+      np.testing.assert_array_equal(codes[row, :width], alone_codes[0])
+      # TOL as for padding above: this deliberately peaked model's large
+      # activations make a prompt's left padding move scores by ~5e-5.
+      np.testing.assert_allclose(scores[row, :width], alone_scores[0],
+                                 atol=TOL, rtol=0)
+      assert np.all(codes[row, width:] == -1)
+      assert np.all(np.isneginf(scores[row, width:]))
+      widest_codes, _ = _run(gen, alone, lengths[row:row + 1], 32)
+      pruned_differently += not np.array_equal(widest_codes[0, :width],
+                                                alone_codes[0])
+  assert pruned_differently >= 3  # the old "first W of the widest" was wrong
+
+
 def test_bad_inputs_raise_invalid_argument(model):
   gen = BeamSearchGenerator(model, SemanticIdTrie(_sids(10, 20), K),
                             SID_OFFSET, max_beam_width=8)
@@ -261,6 +297,13 @@ def test_bad_inputs_raise_invalid_argument(model):
     _run(gen, prompts, np.array([3, 5], np.int32), 4)
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"lengths"):
     _run(gen, prompts, np.array([0, 4], np.int32), 4)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"beam_width must have one entry per"):
+    gen.generate(tf.constant(prompts), tf.constant(lengths),
+                 tf.constant([4, 4, 4]))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"at least one row"):
+    _run(gen, prompts[:0], lengths[:0], 4)
 
 
 def test_constructor_rejects_bad_limits(model):

@@ -19,7 +19,8 @@ from tf_genrec.evaluation.saved_model_recall import (evaluate_saved_model,
                                                      recall_saved_model)
 from tf_genrec.generation.generation_config import save_sid_softmax
 
-from recall_testlib import K, L, tiny_recall_assets
+from recall_testlib import (K, L, assert_row_equals_alone,
+                            random_recall_requests, tiny_recall_assets)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def _reference_recall(recall_model, a, events, beam_width, top_n):
   prompt += list(t.suffix_ids)
   sids, scores = recall_model.generator.generate(
       tf.constant([prompt], tf.int32), tf.constant([len(prompt)], tf.int32),
-      tf.constant(beam_width, tf.int32))
+      tf.constant([beam_width], tf.int32))
   by_sid = {}
   for row in np.lexsort((a["item_ids"], -a["priority"])):
     by_sid.setdefault(tuple(a["codes"][row]), []).append(int(a["item_ids"][row]))
@@ -113,6 +114,42 @@ def test_per_row_options_and_limits(assets):
     model.recall(*args, beam_width=tf.constant([17, 1]))
   with pytest.raises(tf.errors.InvalidArgumentError, match="top_n"):
     model.recall(*args, top_n=tf.constant([0, 1]))
+
+
+def test_each_row_gets_its_own_answer_whoever_its_batch_mates_are(assets):
+  """Random mixes of widths, result sizes and histories: every row of a batch
+  equals that row sent alone (the tiny model's trie has more nodes at depth 2
+  than 16 beams, so wider batch-mates do change what a narrow row's search
+  would keep if it decoded at the batch's width)."""
+  a = assets
+  model = build_generative_recall(a["config"], a["ckpt"], a["table_path"])
+  serve = model.serving_function()
+
+  def run(inputs):
+    out = serve(**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+  rng = np.random.default_rng(12)
+  for _ in range(3):
+    inputs = random_recall_requests(a, rng, int(rng.integers(2, 7)))
+    inputs["beam_width"][0] = 16  # a wide batch-mate for every row
+    batched = run(inputs)
+    for row in range(len(inputs["lengths"])):
+      alone = run({k: v[row:row + 1] for k, v in inputs.items()})
+      assert_row_equals_alone(batched, row, alone, inputs["beam_width"][row],
+                              inputs["top_n"][row])
+
+
+def test_zero_rows_get_an_empty_answer(assets):
+  a = assets
+  model = build_generative_recall(a["config"], a["ckpt"], a["table_path"])
+  inputs = history_requests([[int(a["item_ids"][0])]])
+  out = model.serving_function()(
+      **{k: tf.constant(v[:0]) for k, v in inputs.items()})
+  assert out["item_ids"].shape == (0, 0) and out["scores"].shape == (0, 0)
+  assert out["semantic_ids"].shape == (0, 0, L)
+  assert out["item_ids"].dtype == tf.int64
+  assert out["semantic_ids"].dtype == tf.int32
 
 
 def _with_and_without_exclusion(a):
@@ -243,6 +280,16 @@ def test_search_scene_takes_query_tokens(assets):
   # Different queries condition the generator differently.
   assert not np.array_equal(q1["semantic_ids"].numpy(),
                             q2["semantic_ids"].numpy())
+  # max_context_len (32 by default) is enforced in the graph.
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"context_ids.shape\[1\] must be <= "
+                     r"max_context_len=32"):
+    signature(context_ids=tf.zeros([1, 33], tf.int32),
+              context_lengths=tf.constant([1]), **common)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"context_lengths must be <= max_context_len=32"):
+    signature(context_ids=tf.zeros([1, 3], tf.int32),
+              context_lengths=tf.constant([40]), **common)
 
 
 def test_generator_decodes_as_the_checkpoint_was_trained(assets, tmp_path):

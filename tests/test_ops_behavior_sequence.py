@@ -19,7 +19,8 @@ def reference(ids, ts, actions, lengths, now, *, allowed, max_age, mode,
     events = [(ts[b, t], ids[b, t]) for t in range(n)
               if ids[b, t] >= 0 and ts[b, t] <= now[b] and
               (not allowed or actions[b, t] in allowed) and
-              (max_age == 0 or now[b] - ts[b, t] <= max_age)]
+              # Python ints: exact ages, as the op promises.
+              (max_age == 0 or int(now[b]) - int(ts[b, t]) <= max_age)]
     items = [item for _, item in sorted(events, key=lambda e: e[0])]
     if mode == "consecutive":
       items = [x for i, x in enumerate(items) if i == 0 or items[i - 1] != x]
@@ -125,6 +126,31 @@ def test_empty_history_and_zero_width_batch():
                               np.zeros(0, np.int32), np.zeros(0, np.int64),
                               max_len=2)
   assert out.item_ids.shape == (0, 2)
+
+
+INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+
+
+@pytest.mark.parametrize("max_age", [0, 1, 2**62, INT64_MAX])
+def test_ages_are_exact_at_int64_extremes(max_age):
+  """now - ts overflowed int64 (e.g. INT64_MAX - INT64_MIN wrapped to -1 and
+  kept an event 2^64 - 1 seconds old); ages are now exact for any values."""
+  extremes = [INT64_MIN, INT64_MIN + 1, -1, 0, 1, INT64_MAX - 1, INT64_MAX]
+  pairs = list(itertools.product(extremes, extremes))  # (ts, now)
+  ts = np.array([[t for t, _ in pairs]], np.int64).T
+  now = np.array([n for _, n in pairs], np.int64)
+  ids = np.arange(len(pairs), dtype=np.int64)[:, None]
+  lengths = np.ones(len(pairs), np.int32)
+  actions = np.zeros_like(ids, np.int32)
+  got = ops.behavior_sequence(ids, ts, actions, lengths, now, max_len=1,
+                              max_age_seconds=max_age)
+  want = reference(ids, ts, actions, lengths, now, allowed=(),
+                   max_age=max_age, mode="keep_last", max_len=1)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(g.numpy(), w)
+  if max_age == 1:  # the case that overflowed: an event 2^64 - 1 s old
+    row = pairs.index((INT64_MIN, INT64_MAX))
+    assert int(got.lengths[row]) == 0
 
 
 def test_works_inside_tf_function_with_static_shapes():

@@ -116,6 +116,25 @@ def test_codes_to_items_matches_reference(table, data, seed, top_n):
   np.testing.assert_array_equal(item_scores.numpy(), want_scores)
 
 
+@pytest.mark.parametrize("width", [1, 2, 300, 1024])
+def test_codes_to_items_wide_beams_with_repeats_match_reference(table, data,
+                                                                width):
+  """The per-row de-dup (a hash set since it was an O(W^2) scan) keeps the
+  first visit of each semantic ID: at W up to 1024, with every beam's SID
+  drawn from a few dozen (so most beams repeat one) and score ties."""
+  rng = np.random.default_rng(width)
+  batch = 4
+  pool = data.codes[rng.integers(0, 600, 40)]
+  codes = pool[rng.integers(0, 40, (batch, width))].astype(np.int32)
+  scores = -rng.integers(0, 50, (batch, width)).astype(np.float32)  # ties
+  scores[rng.random((batch, width)) < 0.1] = -np.inf
+  for top_n in (5, 10_000):
+    got = table.codes_to_items(codes, scores, top_n)
+    want = reference_codes_to_items(data, codes, scores, top_n)
+    np.testing.assert_array_equal(got.item_ids.numpy(), want[0])
+    np.testing.assert_array_equal(got.scores.numpy(), want[1])
+
+
 def test_codes_to_items_n_larger_than_reachable_and_all_invalid(table, data):
   codes = np.stack([data.codes[:2], data.codes[:2]]).astype(np.int32)
   scores = np.array([[-1.0, -2.0], [-np.inf, -np.inf]], np.float32)

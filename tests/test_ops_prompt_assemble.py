@@ -46,7 +46,7 @@ def test_matches_reference_on_random_histories(seed, truncate, max_prompt_len,
   codes = rng.integers(0, 8, (batch, width, levels)).astype(np.int32)
   codes_lengths = rng.integers(0, width + 1, batch).astype(np.int32)
   codes[np.arange(width)[None, :] >= codes_lengths[:, None]] = -1  # padding
-  context = rng.integers(100, 200, (batch, context_width)).astype(np.int32)
+  context = rng.integers(0, 42, (batch, context_width)).astype(np.int32)
   context_lengths = rng.integers(0, context_width + 1, batch).astype(np.int32)
   attrs = dict(TEMPLATE, max_prompt_len=max_prompt_len, truncate=truncate)
   got = ops.prompt_assemble(codes, codes_lengths, context, context_lengths,
@@ -130,6 +130,9 @@ GOOD = dict(codes=[[[1, 2]]], codes_lengths=[1], context_ids=[[7]],
     ("context_ids", [7], "context_ids must be [B=1, C]"),
     ("context_lengths", [2], "context_lengths[0]=2 is outside [0, C=1]"),
     ("context_lengths", [-1], "context_lengths[0]=-1 is outside"),
+    ("context_ids", [[-3]], "context_ids[0,0]=-3 is outside the vocabulary "
+     "[0, sid_offset + L * codebook_size=26)"),
+    ("context_ids", [[26]], "context_ids[0,0]=26 is outside the vocabulary"),
     ("codes", tf.constant([[[1, 2]]], tf.int64), "codes must be int32, got "
      "int64"),
     ("context_ids", [[2**31]], "context_ids must be int32"),
@@ -145,6 +148,11 @@ def test_token_range_must_fit_int32():
   with pytest.raises(tf.errors.InvalidArgumentError, match="overflows int32"):
     ops.prompt_assemble(**GOOD, sid_offset=2**31 - 10, codebook_size=8,
                         max_prompt_len=50)
+  # A zero-size codes tensor may declare any L: L * K must not overflow.
+  with pytest.raises(tf.errors.InvalidArgumentError, match="overflows int32"):
+    ops.prompt_assemble(tf.zeros([1, 0, 2**61], tf.int32), [0],
+                        np.zeros([1, 0], np.int32), [0], sid_offset=10,
+                        codebook_size=8, max_prompt_len=50)
 
 
 def test_bad_attrs_are_rejected():

@@ -8,30 +8,10 @@ import numpy as np
 import pytest
 
 import serving_testlib as tl
+from serving_testlib import concurrently as _concurrently
 from tf_genrec.serving import client_lib, config
 from tf_genrec.serving.batching import BatchScheduler
 from tf_genrec.serving.errors import ServingError
-
-
-def _concurrently(functions):
-  """Runs the callables at once; returns their results or exceptions."""
-  results = [None] * len(functions)
-  barrier = threading.Barrier(len(functions))
-
-  def call(i):
-    barrier.wait()
-    try:
-      results[i] = functions[i]()
-    except Exception as e:  # pylint: disable=broad-except
-      results[i] = e
-
-  threads = [threading.Thread(target=call, args=(i,))
-             for i in range(len(functions))]
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  return results
 
 
 @pytest.fixture(scope="module")

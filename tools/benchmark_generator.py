@@ -146,7 +146,7 @@ def _small_models(tmp_dir):
 def _bench_ours(generator, prompts, width, iters=None):
   ids = tf.constant(prompts)
   lengths = tf.fill([prompts.shape[0]], prompts.shape[1])
-  w = tf.constant(width, tf.int32)
+  w = tf.fill([prompts.shape[0]], width)
   generator.generate(ids, lengths, w)  # warm-up (graph tracing)
   _reset_peak_rss()
   if FLAGS.profile_dir:

@@ -2,8 +2,8 @@
 
 BehaviorSequence -> SemanticIdLookup -> PromptAssemble -> generator ->
 CodesToItems. The generator is anything with the contract of DEVELOPERS.md
-(`generate(input_ids, lengths, beam_width) -> (codes, scores)`): the TF-native
-BeamSearchGenerator today, a TensorRT-LLM op wrapper later.
+(`generate(input_ids, lengths, beam_width [B]) -> (codes, scores)`): the
+TF-native BeamSearchGenerator today, a TensorRT-LLM op wrapper later.
 """
 import tensorflow as tf
 
@@ -47,8 +47,11 @@ class GenerativeRecallModel(tf.Module):
   def recall(self, item_ids, timestamps, action_types, lengths, request_time,
              context_ids=None, context_lengths=None, beam_width=None,
              top_n=None):
-    """Runs the recall path; per-row beam_width/top_n default to the config's."""
-    r = self._config.retrieval
+    """Runs the recall path; per-row beam_width/top_n default to the config's.
+
+    A request of zero rows gets empty outputs ([0, 0], [0, 0], [0, 0, L]).
+    """
+    c, r = self._config, self._config.retrieval
     batch = tf.shape(item_ids)[0]
     beam_width = self._per_row(beam_width, r.default_beam_width, batch,
                                "beam_width", r.max_beam_width)
@@ -56,20 +59,48 @@ class GenerativeRecallModel(tf.Module):
     if context_ids is None:
       context_ids = tf.zeros([batch, 0], tf.int32)
       context_lengths = tf.zeros([batch], tf.int32)
+    else:
+      context_ids, context_lengths = self._check_context(context_ids,
+                                                         context_lengths)
 
-    history, history_lengths = self.behavior(item_ids, timestamps,
-                                             action_types, lengths,
-                                             request_time)
-    codes, code_lengths = self.encoder(history, history_lengths)
-    input_ids, prompt_lengths = self.prompt(codes, code_lengths, context_ids,
-                                            context_lengths)
-    sids, beam_scores = self.generator.generate(
-        input_ids, prompt_lengths, tf.reduce_max(beam_width))
-    out_items, out_scores = self.retriever(sids, beam_scores, beam_width,
-                                           top_n, history, history_lengths)
-    beam_pos = tf.range(tf.shape(sids)[1])[tf.newaxis, :, tf.newaxis]
-    sids = tf.where(beam_pos < beam_width[:, tf.newaxis, tf.newaxis], sids, -1)
-    return {"item_ids": out_items, "scores": out_scores, "semantic_ids": sids}
+    def run():
+      history, history_lengths = self.behavior(item_ids, timestamps,
+                                               action_types, lengths,
+                                               request_time)
+      codes, code_lengths = self.encoder(history, history_lengths)
+      input_ids, prompt_lengths = self.prompt(codes, code_lengths, context_ids,
+                                              context_lengths)
+      sids, beam_scores = self.generator.generate(input_ids, prompt_lengths,
+                                                  beam_width)
+      out_items, out_scores = self.retriever(sids, beam_scores, top_n,
+                                             history, history_lengths)
+      return {"item_ids": out_items, "scores": out_scores,
+              "semantic_ids": sids}
+
+    def empty():
+      # The stages assume B >= 1: the widest row of no rows is undefined.
+      return {"item_ids": tf.zeros([0, 0], tf.int64),
+              "scores": tf.zeros([0, 0], tf.float32),
+              "semantic_ids": tf.zeros([0, 0, c.template.num_levels],
+                                       tf.int32)}
+
+    return tf.cond(batch > 0, run, empty)
+
+  def _check_context(self, context_ids, context_lengths):
+    """Context width and lengths against max_context_len (set at export)."""
+    limit = self._config.max_context_len
+    checks = [
+        tf.debugging.assert_less_equal(
+            tf.shape(context_ids)[1], limit,
+            message=f"context_ids.shape[1] must be <= max_context_len={limit} "
+            "(set at export)"),
+        tf.debugging.assert_less_equal(
+            context_lengths, limit,
+            message=f"context_lengths must be <= max_context_len={limit} "
+            "(set at export)"),
+    ]
+    with tf.control_dependencies(checks):
+      return tf.identity(context_ids), tf.identity(context_lengths)
 
   @staticmethod
   def _per_row(value, default, batch, name, limit):

@@ -61,9 +61,9 @@ class PromptBuilder(tf.Module):
 class ItemRetriever(tf.Module):
   """Generated semantic IDs + beam scores -> top-N item ids (CodesToItems).
 
-  Rows of one batch may ask for different beam widths / result sizes: the
-  generator runs at the widest, and each row keeps only its own first
-  beam_width[b] beams and top_n[b] items. With `exclude_history`, items of
+  Rows of one batch may ask for different result sizes: each row keeps its
+  own first top_n[b] items (the generator already scores a row's beams past
+  its beam_width -inf). With `exclude_history`, items of
   the row's click history are dropped and the next ones move up, so a row
   still gets top_n items when the beams hold that many.
   """
@@ -73,11 +73,7 @@ class ItemRetriever(tf.Module):
     self.item_table = item_table
     self._config = config
 
-  def __call__(self, codes, beam_scores, beam_width, top_n, history,
-               history_lengths):
-    beam_pos = tf.range(tf.shape(beam_scores)[1])[tf.newaxis, :]
-    beam_scores = tf.where(beam_pos < beam_width[:, tf.newaxis], beam_scores,
-                           float("-inf"))
+  def __call__(self, codes, beam_scores, top_n, history, history_lengths):
     max_n = tf.reduce_max(top_n)
     wanted = max_n
     if self._config.exclude_history:

@@ -126,32 +126,39 @@ class BeamSearchGenerator(tf.Module):
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.int32, name="input_ids"),
       tf.TensorSpec([None], tf.int32, name="lengths"),
-      tf.TensorSpec([], tf.int32, name="beam_width"),
+      tf.TensorSpec([None], tf.int32, name="beam_width"),
   ])
   def generate(self, input_ids, lengths, beam_width):
-    """Top beam_width semantic IDs per prompt, best first.
+    """Top beam_width[b] semantic IDs of each prompt, best first.
+
+    The batch decodes at its widest row, W = max(beam_width), and every row
+    is pruned to its own width at every level, so row b's beams are exactly
+    those of a beam_width[b]-wide search of that row alone, whatever its
+    batch-mates ask for.
 
     Args:
-      input_ids: [B, P] int32 prompts, left-padded.
+      input_ids: [B, P] int32 prompts, left-padded; B >= 1.
       lengths: [B] int32 prompt lengths in [1, P].
-      beam_width: scalar int32 W in [1, max_beam_width].
+      beam_width: [B] int32 widths in [1, max_beam_width].
     Returns:
-      codes: [B, W, L] int32; -1 for invalid beams (fewer than W SIDs
-        reachable).
+      codes: [B, W, L] int32; -1 for invalid beams (fewer than beam_width[b]
+        SIDs reachable, or beams past beam_width[b]).
       scores: [B, W] float32 log-probabilities; -inf for invalid beams.
     """
     input_ids, lengths, beam_width = self._check_inputs(input_ids, lengths,
                                                         beam_width)
     batch = tf.shape(input_ids)[0]
+    width = tf.reduce_max(beam_width)
     k, num_levels = self.trie.codebook_size, self.trie.num_levels
     prompt_kv, key_bias, last_hidden = self._prefill(input_ids, lengths)
+    beam_pos = tf.range(width)[tf.newaxis, :]
+    in_width = beam_pos < beam_width[:, tf.newaxis]  # [B, W]
 
     # Only beam 0 starts valid: top-W over W copies of the root then picks
     # the root's children without a special first step.
-    scores = tf.where(tf.range(beam_width)[tf.newaxis, :] == 0, 0.0,
-                      float("-inf")) * tf.ones([batch, 1])
-    nodes = tf.zeros([batch, beam_width], tf.int32)
-    codes = tf.zeros([batch, beam_width, 0], tf.int32)
+    scores = tf.where(beam_pos == 0, 0.0, float("-inf")) * tf.ones([batch, 1])
+    nodes = tf.zeros([batch, width], tf.int32)
+    codes = tf.zeros([batch, width, 0], tf.int32)
     hidden = last_hidden[:, tf.newaxis, :]  # [B, 1, H]: one root per row
     beam_kv = None
     for level in range(num_levels):
@@ -159,7 +166,7 @@ class BeamSearchGenerator(tf.Module):
       if self.sid_softmax == "level":
         logits = tf.nn.log_softmax(logits)
       if level == 0:
-        logits = tf.broadcast_to(logits, [batch, beam_width, k])
+        logits = tf.broadcast_to(logits, [batch, width, k])
       child_codes, child_ids, valid = self.trie.children(level, nodes)
       child_scores = tf.where(
           valid, tf.gather(logits, child_codes, batch_dims=2), float("-inf"))
@@ -169,7 +176,13 @@ class BeamSearchGenerator(tf.Module):
       fanout = self.trie.max_children[level]
       candidates = tf.reshape(scores[..., tf.newaxis] + child_scores,
                               [batch, -1])
-      scores, picked = tf.math.top_k(candidates, beam_width)
+      scores, picked = tf.math.top_k(candidates, width)
+      # A row's beams past its own width drop out here, so their children
+      # (-inf) never compete at the next level: the row's first beam_width[b]
+      # candidates are the top of exactly its own search's candidates, in the
+      # same order (top_k is stable and a narrower search's candidate list is
+      # a prefix of this one).
+      scores = tf.where(in_width, scores, float("-inf"))
       parents = picked // fanout
       new_codes = tf.gather(tf.reshape(child_codes, [batch, -1]), picked,
                             batch_dims=1)
@@ -193,6 +206,12 @@ class BeamSearchGenerator(tf.Module):
   def _check_inputs(self, input_ids, lengths, beam_width):
     prompt_len = tf.shape(input_ids)[1]
     checks = [
+        tf.debugging.assert_greater_equal(
+            tf.shape(input_ids)[0], 1,
+            message="input_ids must have at least one row"),
+        tf.debugging.assert_equal(
+            tf.shape(beam_width)[0], tf.shape(input_ids)[0],
+            message="beam_width must have one entry per input_ids row"),
         tf.debugging.assert_greater_equal(
             beam_width, 1, message="beam_width must be >= 1"),
         tf.debugging.assert_less_equal(
