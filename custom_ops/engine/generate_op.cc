@@ -207,7 +207,12 @@ class GenerationEngineInitOp : public OpKernel {
     core::RefCountPtr<GenerationEngineResource> engine;
     OP_REQUIRES_OK(ctx,
                    LookupResource(ctx, HandleFromInput(ctx, 0), &engine));
-    OP_REQUIRES_OK(ctx, engine->Init(ctx->input(1).scalar<tstring>()()));
+    const Tensor& filename = ctx->input(1);
+    OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(filename.shape()),
+                absl::InvalidArgumentError(absl::StrCat(
+                    "filename must be a scalar, got shape ",
+                    filename.shape().DebugString())));
+    OP_REQUIRES_OK(ctx, engine->Init(filename.scalar<tstring>()()));
   }
 };
 
