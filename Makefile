@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt setup.py
 ops: $(OPS_SO)
 
 # Order-only on the venv: the editable install already built the library.
-$(OPS_SO): $(wildcard custom_ops/*.cc custom_ops/*.h) | $(VENV)/.installed
+$(OPS_SO): $(wildcard custom_ops/*.cc custom_ops/*.h custom_ops/engine/*) | $(VENV)/.installed
 	$(PY) setup.py -q build_ext --inplace
 
 demo: setup

@@ -1,8 +1,10 @@
 """tf_genrec: generative (semantic-ID) recall as one TensorFlow SavedModel.
 
-`build_ext` compiles custom_ops/*.cc into one shared library against the
-installed TensorFlow (tf.sysconfig flags), so install with
-`pip install --no-build-isolation -e .` into an environment that has TF.
+`build_ext` compiles custom_ops/*.cc and custom_ops/engine/*.cc into one
+shared library against the installed TensorFlow (tf.sysconfig flags) and the
+OpenBLAS of the scipy-openblas32 wheel (the CPU engine's matrix products), so
+install with `pip install --no-build-isolation -e .` into an environment that
+has both (requirements.txt).
 """
 import glob
 import os
@@ -18,7 +20,8 @@ class TfOpsBuildExt(build_ext):
   """Builds the op library with TF's own compile/link flags (not distutils')."""
 
   def build_extension(self, ext):
-    import tensorflow as tf  # Only needed at build time.
+    import scipy_openblas32  # Only needed at build time, as is TF.
+    import tensorflow as tf
 
     out = self.get_ext_fullpath(ext.name)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -26,9 +29,14 @@ class TfOpsBuildExt(build_ext):
     # bury ours.
     compile_flags = [("-isystem" + f[2:]) if f.startswith("-I") else f
                      for f in tf.sysconfig.get_compile_flags()]
-    cmd = (["g++", "-shared", "-fPIC", "-O2", "-std=c++17", "-Wall"] +
+    blas_lib = scipy_openblas32.get_lib_dir()
+    blas_flags = ["-isystem" + scipy_openblas32.get_include_dir(),
+                  "-L" + blas_lib, "-l" + scipy_openblas32.get_library(),
+                  "-Wl,-rpath," + blas_lib]
+    cmd = (["g++", "-shared", "-fPIC", "-O2", "-std=c++17", "-Wall",
+            "-I" + os.path.dirname(os.path.abspath(__file__))] +
            ext.sources + ["-o", out] + compile_flags +
-           tf.sysconfig.get_link_flags())
+           tf.sysconfig.get_link_flags() + blas_flags)
     print(" ".join(cmd))
     subprocess.check_call(cmd)
 
@@ -44,7 +52,9 @@ setup(
     packages=(find_packages(include=["tf_genrec", "tf_genrec.*"]) +
               ["tf_genrec.tools", "tf_genrec.graphs"]),
     package_dir={"tf_genrec.tools": "tools", "tf_genrec.graphs": "graphs"},
-    ext_modules=[Extension(OPS_LIBRARY, sorted(glob.glob("custom_ops/*.cc")))],
+    ext_modules=[Extension(
+        OPS_LIBRARY, sorted(glob.glob("custom_ops/*.cc") +
+                            glob.glob("custom_ops/engine/*.cc")))],
     cmdclass={"build_ext": TfOpsBuildExt},
     python_requires=">=3.10",
     install_requires=["tensorflow", "tensorflow-serving-api", "grpcio",

@@ -1,6 +1,7 @@
-"""Benchmark: TF-native constrained beam search vs transformers' generate.
+"""Benchmark: the generators (TF-native beam search, the C++ CPU engine
+through GenrecGenerate) vs transformers' generate.
 
-Both run the same random Qwen2 weights (built in transformers, saved with
+All run the same random Qwen2 weights (built in transformers, saved with
 save_pretrained, loaded with load_hf_checkpoint) on the same prompts and the
 same semantic-ID trie, with the same thread count. transformers gets the trie
 as prefix_allowed_tokens_fn (memoised per prefix, so its Python cost is paid
@@ -10,8 +11,10 @@ transformers in the same dtype (bfloat16: the HF model cast with
 AVX512_BF16), timed on the same prompts back to back, so each ratio shares
 the machine's load. GFLOP/s are reported against the measured matmul peak of
 the row's dtype, and "floor" is the time our matmul FLOPs would take at that
-peak: the bound no kernel tuning can beat. Prints a markdown table for
-docs/benchmarks.md.
+peak: the bound no kernel tuning can beat. The CPU engine ("cpu", float32,
+OpenBLAS with --threads threads) runs the same weights, trie and prompts as
+the TF-native generator ("tf"); its rows share the float32 transformers
+timing of the same case. Prints a markdown table for docs/benchmarks.md.
 
   .venv/bin/python -m tools.benchmark_generator
 """
@@ -28,6 +31,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tf_genrec.generation.beam_search import BeamSearchGenerator
+from tf_genrec.generation.engine_generator import EngineGenerator
 from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
 from tf_genrec.models.qwen2.checkpoint import load_hf_checkpoint
@@ -38,6 +42,9 @@ flags.DEFINE_list("batch_sizes", ["1", "32"], "requests per call")
 flags.DEFINE_list("beam_widths", ["5", "50", "200"], "beam widths W")
 flags.DEFINE_list("compute_dtypes", ["float32", "bfloat16"],
                   "BeamSearchGenerator compute_dtype(s), timed side by side")
+flags.DEFINE_list("engines", ["tf", "cpu"], "generators: tf = "
+                  "BeamSearchGenerator in each --compute_dtypes, cpu = the "
+                  "CPU engine (float32)")
 flags.DEFINE_integer("prompt_len", 150, "prompt tokens")
 flags.DEFINE_integer("num_items", 10_000, "random items in the trie")
 flags.DEFINE_integer("num_levels", 4, "L")
@@ -186,18 +193,25 @@ def _production_shape(rng, trie):
   logging.info("building the Qwen2-0.5B-shaped model (random weights)")
   model = Qwen2ForCausalLM(cfg, seed=FLAGS.seed)
   max_width = max(map(int, FLAGS.production_widths))
-  gens = {dtype: BeamSearchGenerator(model, trie, 151936, max_width,
-                                     compute_dtype=dtype)
-          for dtype in FLAGS.compute_dtypes}
+  gens = {}
+  if "tf" in FLAGS.engines:
+    for dtype in FLAGS.compute_dtypes:
+      gens["tf", dtype] = BeamSearchGenerator(model, trie, 151936, max_width,
+                                              compute_dtype=dtype)
+  if "cpu" in FLAGS.engines:
+    gens["cpu", "float32"] = EngineGenerator(
+        model, trie, 151936, max_width, max_prompt_len=FLAGS.prompt_len,
+        num_threads=FLAGS.threads)
   del model  # The generators hold their own weights.
   results = []
   for width in map(int, FLAGS.production_widths):
     prompts = rng.integers(0, 151936, size=(1, FLAGS.prompt_len),
                            dtype=np.int32)
-    for dtype, gen in gens.items():
+    for (engine, dtype), gen in gens.items():
       times, rss = _bench_ours(gen, prompts, width,
                                iters=FLAGS.production_iters)
-      results.append(dict(model="Qwen2-0.5B shape", dtype=dtype, cfg=cfg,
+      results.append(dict(model="Qwen2-0.5B shape", engine=engine,
+                          dtype=dtype, cfg=cfg,
                           batch=1, width=width, t=statistics.median(times),
                           rss=rss))
       logging.info("%s", results[-1])
@@ -209,7 +223,8 @@ def _row(r, peak):
                             FLAGS.prompt_len, FLAGS.num_levels,
                             FLAGS.codebook_size) / r["t"] / 1e9
   floor_ms = gflops * r["t"] / peak * 1e3
-  row = (f"| {r['model']} | {r['dtype']} | {r['batch']} | {r['width']} | "
+  row = (f"| {r['model']} | {r['engine']} | {r['dtype']} | {r['batch']} | "
+         f"{r['width']} | "
          f"{r['t'] * 1e3:.1f} | {floor_ms:.1f} "
          f"| {r['batch'] / r['t']:.2f} | {gflops:.0f} ({gflops / peak:.0%}) | "
          f"{r['rss']:.0f} |")
@@ -241,25 +256,34 @@ def main(_):
   hf_models = {dtype: copy.deepcopy(hf_model).to(getattr(torch, dtype))
                for dtype in FLAGS.compute_dtypes}
   widths = [int(w) for w in FLAGS.beam_widths]
-  generators = {dtype: BeamSearchGenerator(model, trie, FLAGS.base_vocab,
-                                           max_beam_width=max(widths),
-                                           compute_dtype=dtype)
-                for dtype in FLAGS.compute_dtypes}
+  generators = {}  # (engine, dtype) -> generator
+  if "tf" in FLAGS.engines:
+    for dtype in FLAGS.compute_dtypes:
+      generators["tf", dtype] = BeamSearchGenerator(
+          model, trie, FLAGS.base_vocab, max_beam_width=max(widths),
+          compute_dtype=dtype)
+  if "cpu" in FLAGS.engines:
+    generators["cpu", "float32"] = EngineGenerator(
+        model, trie, FLAGS.base_vocab, max_beam_width=max(widths),
+        max_prompt_len=FLAGS.prompt_len, num_threads=FLAGS.threads)
   prefix_fn = _hf_prefix_fn(trie, FLAGS.prompt_len, FLAGS.base_vocab)
   results = []
   cases = [(int(b), w) for b in FLAGS.batch_sizes for w in widths]
   for batch, width in tqdm(cases, desc="generator benchmark"):
     prompts = rng.integers(0, cfg.vocab_size, size=(batch, FLAGS.prompt_len),
                            dtype=np.int32)
-    for dtype, generator in generators.items():
+    hf = {}  # dtype -> transformers' timing of this case, shared by rows
+    for (engine, dtype), generator in generators.items():
       times, rss = _bench_ours(generator, prompts, width)
-      r = dict(model="4L-256H", dtype=dtype, cfg=cfg, batch=batch,
-               width=width, t=statistics.median(times), rss=rss)
+      r = dict(model="4L-256H", engine=engine, dtype=dtype, cfg=cfg,
+               batch=batch, width=width, t=statistics.median(times), rss=rss)
       if FLAGS.hf:
-        hf_times, hf_rss = _bench_hf(hf_models[dtype], prompts, width,
-                                     prefix_fn)
-        r.update(hf_t=statistics.median(hf_times), hf_iters=len(hf_times),
-                 hf_rss=hf_rss)
+        if dtype not in hf:
+          hf_times, hf_rss = _bench_hf(hf_models[dtype], prompts, width,
+                                       prefix_fn)
+          hf[dtype] = dict(hf_t=statistics.median(hf_times),
+                           hf_iters=len(hf_times), hf_rss=hf_rss)
+        r.update(hf[dtype])
       logging.info("%s", _row(r, peaks[dtype][0]))
       results.append(r)
   if FLAGS.production_shape:
@@ -267,7 +291,8 @@ def main(_):
   for dtype, measured in peaks.items():
     measured.append(_matmul_peak_gflops(dtype))
   peak = {dtype: max(measured) for dtype, measured in peaks.items()}
-  header = ("| model | dtype | batch | W | ours ms/call (p50) | floor ms | "
+  header = ("| model | generator | dtype | batch | W | ours ms/call (p50) | "
+            "floor ms | "
             "ours req/s | ours GFLOP/s (of peak) | ours peak RSS MB | "
             "HF ms/call (iters) | HF req/s | HF peak RSS MB | ours/HF |")
   print(f"\nmatmul peaks (GFLOP/s, best of the start and end of the run): "

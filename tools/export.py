@@ -13,6 +13,7 @@ from tf_genrec import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
 from tf_genrec.generation.beam_search import SID_SOFTMAXES
+from tf_genrec.generation.generator import ENGINES
 from tf_genrec.tables.item_table import read_item_table
 
 FLAGS = flags.FLAGS
@@ -30,6 +31,10 @@ flags.DEFINE_integer("default_beam_width", 64, "W when a request omits it.")
 flags.DEFINE_integer("default_top_n", 300, "N when a request omits it.")
 flags.DEFINE_enum("generator_dtype", "float32", ["float32", "bfloat16"],
                   "Beam-search matmul dtype (bfloat16: faster, approximate).")
+flags.DEFINE_enum("engine", "tf", list(ENGINES),
+                  "Generator: tf = TF-native beam search (portable "
+                  "reference), cpu = the GenrecGenerate op over the C++ CPU "
+                  "engine (float32).")
 flags.DEFINE_enum("sid_softmax", None, list(SID_SOFTMAXES),
                   "Override the per-level normalisation the checkpoint was "
                   "trained with (default: its generation_config.json).")
@@ -75,7 +80,7 @@ def main(argv):
   config = graph_config_from_flags(table.num_levels)
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
                                   FLAGS.item_table, FLAGS.generator_dtype,
-                                  FLAGS.sid_softmax)
+                                  FLAGS.sid_softmax, FLAGS.engine)
   path = export_saved_model(model, FLAGS.export_base_path, FLAGS.version,
                             warmup_inputs(config, table.item_ids),
                             FLAGS.model_name)

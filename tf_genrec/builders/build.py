@@ -2,6 +2,8 @@
 from tf_genrec.builders.config import RecallGraphConfig
 from tf_genrec.builders.recall_model import GenerativeRecallModel
 from tf_genrec.generation.beam_search import BeamSearchGenerator
+from tf_genrec.generation.engine_generator import EngineGenerator
+from tf_genrec.generation.generator import ENGINES
 from tf_genrec.generation.generation_config import load_sid_softmax
 from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2.checkpoint import load_hf_checkpoint
@@ -11,9 +13,13 @@ from tf_genrec.tables.item_table_resource import ItemTable
 
 def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                             item_table_path, generator_dtype="float32",
-                            sid_softmax=None) -> GenerativeRecallModel:
-  """The TF-native recall model: Qwen2 checkpoint + item table + scene.
+                            sid_softmax=None,
+                            engine="tf") -> GenerativeRecallModel:
+  """The recall model: Qwen2 checkpoint + item table + scene.
 
+  engine: the generator (tf_genrec/generation/generator.py): "tf" the
+  TF-native BeamSearchGenerator, "cpu" the GenrecGenerate op over the C++
+  CPU engine (float32 only).
   generator_dtype: the beam search's matmul dtype; bfloat16 is faster on CPUs
   with AVX512_BF16 but approximate (see docs/benchmarks.md).
   sid_softmax: how the generator normalises each level; None reads what
@@ -32,9 +38,20 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   if sid_softmax is None:
     sid_softmax = load_sid_softmax(checkpoint_dir)
   trie = SemanticIdTrie(table_data.codes, t.codebook_size)
-  generator = BeamSearchGenerator(model, trie, t.sid_offset,
-                                  config.retrieval.max_beam_width,
-                                  compute_dtype=generator_dtype,
-                                  sid_softmax=sid_softmax)
+  if engine not in ENGINES:
+    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+  if engine == "cpu":
+    if generator_dtype != "float32":
+      raise ValueError(f"the cpu engine computes in float32, got "
+                       f"generator_dtype={generator_dtype!r}")
+    generator = EngineGenerator(model, trie, t.sid_offset,
+                                config.retrieval.max_beam_width,
+                                sid_softmax=sid_softmax,
+                                max_prompt_len=t.max_prompt_len)
+  else:
+    generator = BeamSearchGenerator(model, trie, t.sid_offset,
+                                    config.retrieval.max_beam_width,
+                                    compute_dtype=generator_dtype,
+                                    sid_softmax=sid_softmax)
   item_table = ItemTable(item_table_path, t.num_levels, t.codebook_size)
   return GenerativeRecallModel(config, item_table, generator)

@@ -45,6 +45,7 @@ class SemanticIdTrie(tf.Module):
     # Sorted distinct SIDs: prefixes of equal length are then contiguous runs
     # and their first occurrences are in lexicographic order.
     sids = np.unique(codes.astype(np.int32), axis=0)
+    self.sids_np = sids  # [num_sids, L], e.g. for an engine file
     self.num_sids = int(sids.shape[0])
 
     self.row_splits_np, self.child_codes_np, self.max_children = [], [], []

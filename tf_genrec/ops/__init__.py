@@ -223,3 +223,54 @@ def codes_to_items(table, codes, beam_scores, top_n) -> RetrievedItems:
       table, _tensor(codes, tf.int32, "codes"),
       _tensor(beam_scores, tf.float32, "beam_scores"),
       _tensor(top_n, tf.int32, "top_n")))
+
+
+class GeneratedIds(NamedTuple):
+  codes: tf.Tensor  # [B, W, L] int32, best first, -1 for invalid beams
+  scores: tf.Tensor  # [B, W] float32, -inf for invalid beams
+
+
+def generation_engine_handle(*, num_levels: int, codebook_size: int,
+                             sid_offset: int, max_beam_width: int,
+                             max_prompt_len: int, sid_softmax: str = "level",
+                             max_queued_requests: int = 1024,
+                             max_step_tokens: int = 8192, num_threads: int = 0,
+                             backend: str = "cpu", shared_name: str = "",
+                             container: str = ""):
+  """A handle to an empty generation engine (GenrecGenerationEngine)."""
+  return _lib.genrec_generation_engine(
+      backend=backend, num_levels=num_levels, codebook_size=codebook_size,
+      sid_offset=sid_offset, max_beam_width=max_beam_width,
+      max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
+      max_queued_requests=max_queued_requests,
+      max_step_tokens=max_step_tokens, num_threads=num_threads,
+      container=container, shared_name=shared_name)
+
+
+def generation_engine_init(engine, filename):
+  """Loads an engine file into `engine` (GenrecGenerationEngineInit)."""
+  return _lib.genrec_generation_engine_init(
+      engine, _tensor(filename, tf.string, "filename"))
+
+
+ENGINE_STATS = ("requests_enqueued", "requests_completed", "requests_failed",
+                "requests_rejected", "steps", "step_tokens",
+                "max_step_requests", "queued")
+
+
+def generation_engine_stats(engine) -> tf.Tensor:
+  """int64 [len(ENGINE_STATS)] counters (GenrecGenerationEngineStats)."""
+  return _lib.genrec_generation_engine_stats(engine)
+
+
+def generate(engine, input_ids, lengths, beam_width, *,
+             num_levels: int) -> GeneratedIds:
+  """Per-row beam search through the engine (GenrecGenerate).
+
+  beam_width is [B] int32: row b's first beam_width[b] beams are its own
+  beam_width[b]-wide search; W = max(beam_width).
+  """
+  return GeneratedIds(*_lib.genrec_generate(
+      engine, _tensor(input_ids, tf.int32, "input_ids"),
+      _tensor(lengths, tf.int32, "lengths"),
+      _tensor(beam_width, tf.int32, "beam_width"), num_levels=num_levels))

@@ -1,0 +1,671 @@
+#include "custom_ops/engine/cpu_engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <limits>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "cblas.h"
+#include "custom_ops/engine/trie.h"
+
+namespace tf_genrec {
+namespace {
+
+constexpr char kMagic[8] = {'T', 'F', 'G', 'R', 'E', 'N', 'G', '1'};
+struct Dims {
+  int layers, hidden, inter, heads, kv_heads, head_dim, vocab;
+  float rope_theta, eps;
+  int q_width() const { return heads * head_dim; }
+  int kv_width() const { return kv_heads * head_dim; }
+  int qkv_width() const { return q_width() + 2 * kv_width(); }
+};
+
+// Inference weights with the RMSNorm weights and the attention scale folded
+// into the following kernels, as tf_genrec/generation/beam_search.py does.
+struct Layer {
+  std::vector<float> qkv, qkv_bias, o, gate_up, down;
+};
+
+struct Model {
+  Dims d;
+  std::vector<float> embed;        // [V, H]
+  std::vector<Layer> layers;
+  std::vector<float> level_heads;  // [L, K, H], final norm folded in
+  std::vector<float> inv_freq;     // [D / 2] RoPE frequencies
+};
+
+// C[m, n] = A[m, k] @ B (B [k, n] row-major with leading dim ldb, or its
+// transpose [n, k] when trans_b).
+void Gemm(int m, int n, int k, const float* a, int lda, const float* b,
+          int ldb, bool trans_b, float* c, int ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
+                    lda, b, ldb, 0.0f, c, ldc);
+}
+
+// x * rsqrt(mean(x^2) + eps); the weight is folded into the next kernel.
+void RmsNormRow(const float* x, int h, float eps, float* out) {
+  float sum = 0.0f;
+  for (int i = 0; i < h; ++i) sum += x[i] * x[i];
+  const float scale = 1.0f / std::sqrt(sum / h + eps);
+  for (int i = 0; i < h; ++i) out[i] = x[i] * scale;
+}
+
+class FileReader {
+ public:
+  explicit FileReader(const std::string& filename)
+      : filename_(filename), in_(filename, std::ios::binary) {}
+
+  absl::Status status() const {
+    if (!in_.is_open()) {
+      return absl::NotFoundError(
+          absl::StrCat("cannot open engine file ", filename_));
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  absl::Status Read(int64_t count, std::vector<T>* out, const char* what) {
+    out->resize(count);
+    in_.read(reinterpret_cast<char*>(out->data()), count * sizeof(T));
+    if (!in_) {
+      return absl::DataLossError(absl::StrCat("engine file ", filename_,
+                                              " ends inside ", what));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ExpectEnd() {
+    if (in_.peek() != std::char_traits<char>::eof()) {
+      return absl::DataLossError(absl::StrCat(
+          "engine file ", filename_, " has trailing bytes after the sids"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string filename_;
+  std::ifstream in_;
+};
+
+#define RETURN_IF_ERROR(expr)            \
+  do {                                   \
+    const absl::Status _status = (expr); \
+    if (!_status.ok()) return _status;   \
+  } while (0)
+
+absl::Status ReadModel(const std::string& filename, EngineConfig* config,
+                       Model* model, std::vector<int32_t>* sids) {
+  FileReader file(filename);
+  RETURN_IF_ERROR(file.status());
+  std::vector<char> magic;
+  RETURN_IF_ERROR(file.Read(8, &magic, "the magic"));
+  if (!std::equal(magic.begin(), magic.end(), kMagic)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        filename, " is not an engine file (magic \"TFGRENG1\" expected)"));
+  }
+  std::vector<int32_t> h;
+  RETURN_IF_ERROR(file.Read(11, &h, "the header"));
+  std::vector<float> hf;
+  RETURN_IF_ERROR(file.Read(2, &hf, "the header"));
+  Dims& d = model->d;
+  d = Dims{h[0], h[1], h[2], h[3], h[4], h[5], h[6], hf[0], hf[1]};
+  const int num_levels = h[7], codebook_size = h[8], sid_offset = h[9];
+  const int num_sids = h[10];
+  for (int i = 0; i < 7; ++i) {
+    if (h[i] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          filename, ": header field ", i, "=", h[i], " must be >= 1"));
+    }
+  }
+  if (d.heads % d.kv_heads != 0 || d.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        filename, ": num_heads=", d.heads, " must be a multiple of "
+        "num_kv_heads=", d.kv_heads, " and head_dim=", d.head_dim,
+        " even"));
+  }
+  auto mismatch = [&](const char* field, int in_file, int in_config) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        filename, ": ", field, "=", in_file, " but the engine was created "
+        "with ", field, "=", in_config));
+  };
+  if (num_levels != config->num_levels) {
+    return mismatch("num_levels", num_levels, config->num_levels);
+  }
+  if (codebook_size != config->codebook_size) {
+    return mismatch("codebook_size", codebook_size, config->codebook_size);
+  }
+  if (sid_offset != config->sid_offset) {
+    return mismatch("sid_offset", sid_offset, config->sid_offset);
+  }
+  config->vocab_size = d.vocab;
+  RETURN_IF_ERROR(config->Validate());
+
+  const int64_t hd = d.hidden;
+  RETURN_IF_ERROR(file.Read(d.vocab * hd, &model->embed, "embed"));
+  const float q_scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
+  for (int li = 0; li < d.layers; ++li) {
+    std::vector<float> ln1, q, qb, k, kb, v, vb, ln2, gate, up;
+    Layer layer;
+    RETURN_IF_ERROR(file.Read(hd, &ln1, "input_layernorm"));
+    RETURN_IF_ERROR(file.Read(hd * d.q_width(), &q, "q_proj"));
+    RETURN_IF_ERROR(file.Read(d.q_width(), &qb, "q_proj bias"));
+    RETURN_IF_ERROR(file.Read(hd * d.kv_width(), &k, "k_proj"));
+    RETURN_IF_ERROR(file.Read(d.kv_width(), &kb, "k_proj bias"));
+    RETURN_IF_ERROR(file.Read(hd * d.kv_width(), &v, "v_proj"));
+    RETURN_IF_ERROR(file.Read(d.kv_width(), &vb, "v_proj bias"));
+    RETURN_IF_ERROR(file.Read(d.q_width() * hd, &layer.o, "o_proj"));
+    RETURN_IF_ERROR(file.Read(hd, &ln2, "post_attention_layernorm"));
+    RETURN_IF_ERROR(file.Read(hd * d.inter, &gate, "gate_proj"));
+    RETURN_IF_ERROR(file.Read(hd * d.inter, &up, "up_proj"));
+    RETURN_IF_ERROR(file.Read(int64_t{d.inter} * hd, &layer.down, "down"));
+    const int nq = d.qkv_width();
+    layer.qkv.resize(hd * nq);
+    for (int64_t i = 0; i < hd; ++i) {
+      float* row = &layer.qkv[i * nq];
+      for (int j = 0; j < d.q_width(); ++j) {
+        row[j] = ln1[i] * (q[i * d.q_width() + j] * q_scale);
+      }
+      for (int j = 0; j < d.kv_width(); ++j) {
+        row[d.q_width() + j] = ln1[i] * k[i * d.kv_width() + j];
+        row[d.q_width() + d.kv_width() + j] = ln1[i] * v[i * d.kv_width() + j];
+      }
+    }
+    layer.qkv_bias.reserve(nq);
+    for (float x : qb) layer.qkv_bias.push_back(x * q_scale);
+    layer.qkv_bias.insert(layer.qkv_bias.end(), kb.begin(), kb.end());
+    layer.qkv_bias.insert(layer.qkv_bias.end(), vb.begin(), vb.end());
+    layer.gate_up.resize(hd * 2 * d.inter);
+    for (int64_t i = 0; i < hd; ++i) {
+      for (int j = 0; j < d.inter; ++j) {
+        layer.gate_up[i * 2 * d.inter + j] = ln2[i] * gate[i * d.inter + j];
+        layer.gate_up[i * 2 * d.inter + d.inter + j] =
+            ln2[i] * up[i * d.inter + j];
+      }
+    }
+    model->layers.push_back(std::move(layer));
+  }
+  std::vector<float> norm;
+  RETURN_IF_ERROR(file.Read(hd, &norm, "final norm"));
+  const int64_t sid_rows = int64_t{num_levels} * codebook_size;
+  RETURN_IF_ERROR(file.Read(sid_rows * hd, &model->level_heads, "lm_head"));
+  for (int64_t r = 0; r < sid_rows; ++r) {
+    for (int64_t i = 0; i < hd; ++i) model->level_heads[r * hd + i] *= norm[i];
+  }
+  RETURN_IF_ERROR(
+      file.Read(int64_t{num_sids} * num_levels, sids, "the semantic IDs"));
+  RETURN_IF_ERROR(file.ExpectEnd());
+  for (int i = 0; i < d.head_dim / 2; ++i) {
+    // In double, then rounded, as the TF model computes its table.
+    model->inv_freq.push_back(static_cast<float>(
+        1.0 / std::pow(static_cast<double>(d.rope_theta),
+                       2.0 * i / d.head_dim)));
+  }
+  return absl::OkStatus();
+}
+
+// One request in the engine: queued, then alive for num_levels steps.
+struct Active {
+  RequestId id;
+  GenerationRequest request;
+  DoneCallback done;
+  BeamSearch search;
+  int prompt_len;
+  // Per layer: the prompt's k and v, [P, nKV * D] each, shared by all beams,
+  // and every beam's generated-token k and v, [beams, t, nKV * D].
+  std::vector<std::vector<float>> prompt_k, prompt_v, beam_k, beam_v;
+  int generated = 0;  // t: tokens in the beam cache
+  bool prefilled = false;
+  int rows() const { return prefilled ? search.num_beams() : prompt_len; }
+};
+
+class CpuEngine : public Engine {
+ public:
+  CpuEngine(const EngineConfig& config, Model model, SemanticIdTrie trie)
+      : Engine(config), model_(std::move(model)), trie_(std::move(trie)) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  ~CpuEngine() override {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+    // The loop answered what was running; what is still queued is cancelled.
+    for (auto& a : pending_) {
+      a->done(absl::CancelledError("generation engine destroyed"));
+    }
+  }
+
+  absl::StatusOr<RequestId> Enqueue(GenerationRequest request,
+                                    DoneCallback done) override {
+    absl::Status valid = ValidateRequest(config(), request);
+    absl::MutexLock lock(&mu_);
+    if (valid.ok() && queued_ >= config().max_queued_requests) {
+      valid = absl::ResourceExhaustedError(absl::StrCat(
+          "generation engine queue is full: max_queued_requests=",
+          config().max_queued_requests, " requests are waiting or running"));
+    }
+    if (!valid.ok()) {
+      ++stats_.requests_rejected;
+      return valid;
+    }
+    const RequestId id = next_id_++;
+    const int beam_width = request.beam_width;
+    auto active = std::make_unique<Active>(Active{
+        id, std::move(request), std::move(done),
+        BeamSearch(&trie_, config().sid_softmax, beam_width), 0});
+    active->prompt_len = active->request.prompt.size();
+    pending_.push_back(std::move(active));
+    ++queued_;
+    ++stats_.requests_enqueued;
+    return id;
+  }
+
+  void Cancel(RequestId id) override {
+    absl::MutexLock lock(&mu_);
+    cancelled_.insert(id);
+  }
+
+  EngineStats Stats() const override {
+    absl::MutexLock lock(&mu_);
+    EngineStats stats = stats_;
+    stats.queued = queued_;
+    return stats;
+  }
+
+  std::string DebugString() const override {
+    const Dims& d = model_.d;
+    return absl::StrCat("CpuEngine(layers=", d.layers, ", hidden=", d.hidden,
+                        ", num_levels=", config().num_levels,
+                        ", codebook_size=", config().codebook_size,
+                        ", sids=", trie_.num_sids(), ")");
+  }
+
+ private:
+  using ActivePtr = std::unique_ptr<Active>;
+
+  // Evaluated by whichever thread releases mu_, so it reads guarded state
+  // only (running_ belongs to the scheduler thread).
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_ || !pending_.empty() || !cancelled_.empty();
+  }
+
+  void Loop() {
+    while (true) {
+      std::vector<ActivePtr> finished;  // answered outside the lock
+      std::vector<absl::Status> finished_status;
+      {
+        absl::MutexLock lock(&mu_);
+        if (running_.empty()) {
+          mu_.Await(absl::Condition(this, &CpuEngine::HasWork));
+        }
+        if (stop_) {
+          for (auto& a : running_) {
+            finished_status.push_back(
+                absl::CancelledError("generation engine destroyed"));
+            finished.push_back(std::move(a));
+          }
+          running_.clear();
+          queued_ -= finished.size();
+        } else {
+          TakeCancelled(&finished, &finished_status);
+          Admit();
+        }
+      }
+      for (size_t i = 0; i < finished.size(); ++i) {
+        finished[i]->done(finished_status[i]);
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        if (stop_) return;
+      }
+      if (!running_.empty()) RunStep();
+    }
+  }
+
+  // Moves cancelled requests (queued or running) to `out`.
+  void TakeCancelled(std::vector<ActivePtr>* out,
+                     std::vector<absl::Status>* status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (cancelled_.empty()) return;
+    for (auto* list : {&pending_, &running_}) {
+      for (auto it = list->begin(); it != list->end();) {
+        if (cancelled_.contains((*it)->id)) {
+          out->push_back(std::move(*it));
+          status->push_back(absl::CancelledError(
+              absl::StrCat("generation request ", out->back()->id,
+                           " cancelled")));
+          it = list->erase(it);
+          --queued_;
+          ++stats_.requests_failed;
+        } else {
+          ++it;
+        }
+      }
+    }
+    cancelled_.clear();
+  }
+
+  // Requests join at step boundaries while the step's tokens stay within
+  // max_step_tokens (a request that fits nowhere runs alone).
+  void Admit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    int64_t tokens = 0;
+    for (const auto& a : running_) tokens += a->rows();
+    while (!pending_.empty()) {
+      const int64_t need = pending_.front()->prompt_len;
+      if (!running_.empty() && tokens + need > config().max_step_tokens) {
+        break;
+      }
+      tokens += need;
+      running_.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
+  }
+
+  // One scheduler step: every running request advances one level (a newly
+  // admitted one runs its prompt and scores level 0), back to back so the
+  // weights stay cache-hot, then the finished ones are answered.
+  void RunStep() {
+    int64_t step_tokens = 0;
+    for (auto& a : running_) {
+      step_tokens += a->rows();
+      Forward(a.get());
+    }
+    std::vector<ActivePtr> finished;
+    for (auto it = running_.begin(); it != running_.end();) {
+      if ((*it)->search.done()) {
+        finished.push_back(std::move(*it));
+        it = running_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      queued_ -= finished.size();
+      ++stats_.steps;
+      stats_.step_tokens += step_tokens;
+      stats_.max_step_requests =
+          std::max<int64_t>(stats_.max_step_requests,
+                            running_.size() + finished.size());
+      stats_.requests_completed += finished.size();
+    }
+    for (auto& a : finished) a->done(a->search.Result());
+  }
+
+  // One request's forward over its rows (its prompt, or one token per live
+  // beam) and its beam-search step. Every matrix product here involves this
+  // request's rows only, with shapes fixed by its own state: OpenBLAS's
+  // sgemm results for a row depend on the call's row count and on the row's
+  // position in it (measured on this project's CPUs), so rows of different
+  // requests never share a product; that is what makes an answer
+  // bit-identical whatever it was batched with.
+  void Forward(Active* a) {
+    const Dims& d = model_.d;
+    const int h = d.hidden, rows = a->rows();
+    if (a->prompt_k.empty()) {
+      for (auto* cache : {&a->prompt_k, &a->prompt_v, &a->beam_k,
+                          &a->beam_v}) {
+        cache->resize(d.layers);
+      }
+    }
+    std::vector<int32_t> tokens(rows), positions(rows);
+    for (int r = 0; r < rows; ++r) {
+      if (a->prefilled) {
+        const int level = a->search.level() - 1;  // of the code fed in
+        tokens[r] = config().sid_offset + level * config().codebook_size +
+                    a->search.code(r);
+        positions[r] = a->prompt_len + level;
+      } else {
+        tokens[r] = a->request.prompt[r];
+        positions[r] = r;
+      }
+    }
+    std::vector<float> x(static_cast<size_t>(rows) * h);
+    for (int r = 0; r < rows; ++r) {
+      std::copy_n(&model_.embed[int64_t{tokens[r]} * h], h, &x[r * h]);
+    }
+    std::vector<float> normed(static_cast<size_t>(rows) * h);
+    const int nq = d.qkv_width();
+    std::vector<float> qkv(static_cast<size_t>(rows) * nq);
+    for (int li = 0; li < d.layers; ++li) {
+      const Layer& w = model_.layers[li];
+      for (int r = 0; r < rows; ++r) {
+        RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
+      }
+      Gemm(rows, nq, h, normed.data(), h, w.qkv.data(), nq, false, qkv.data(),
+           nq);
+      for (int r = 0; r < rows; ++r) {
+        float* row = &qkv[static_cast<size_t>(r) * nq];
+        for (int j = 0; j < nq; ++j) row[j] += w.qkv_bias[j];
+        Rope(row, d.heads + d.kv_heads, positions[r]);
+      }
+      StoreKv(a, li, qkv.data());
+      // At the last layer a prompt only needs its last token's output.
+      const int first = (li + 1 == d.layers && !a->prefilled) ? rows - 1 : 0;
+      const int m = rows - first;
+      std::vector<float> attn(static_cast<size_t>(m) * d.q_width());
+      Attention(a, li, qkv.data(), first, attn.data());
+      x.erase(x.begin(), x.begin() + static_cast<size_t>(first) * h);
+      AttnOutAndMlp(w, attn.data(), m, &x);
+    }
+    // Level logits of the remaining rows (1 for a prompt, else every beam).
+    const int m = a->search.num_beams(), k = config().codebook_size;
+    for (int r = 0; r < m; ++r) {
+      RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
+    }
+    std::vector<float> logits(static_cast<size_t>(m) * k);
+    Gemm(m, k, h, normed.data(), h,
+         &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h],
+         h, true, logits.data(), k);
+    a->search.Step(logits.data());
+    if (a->prefilled) {
+      ++a->generated;
+      ReorderBeams(a);
+    }
+    a->prefilled = true;
+  }
+
+  // HF rotate_half RoPE on the first `heads` heads of a q|k|v row.
+  void Rope(float* row, int heads, int position) const {
+    const int dd = model_.d.head_dim, half = dd / 2;
+    for (int i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(position) * model_.inv_freq[i];
+      const float c = std::cos(angle), s = std::sin(angle);
+      for (int hh = 0; hh < heads; ++hh) {
+        float* v = row + hh * dd;
+        const float x1 = v[i], x2 = v[i + half];
+        v[i] = x1 * c - x2 * s;
+        v[i + half] = x2 * c + x1 * s;
+      }
+    }
+  }
+
+  // Keeps this step's k and v: a prompt's fill its prompt cache, a beam's
+  // are appended to its beam cache (already in current beam order).
+  void StoreKv(Active* a, int li, const float* qkv) {
+    const Dims& d = model_.d;
+    const int nq = d.qkv_width(), kvw = d.kv_width();
+    if (!a->prefilled) {
+      auto& pk = a->prompt_k[li];
+      auto& pv = a->prompt_v[li];
+      pk.resize(static_cast<size_t>(a->prompt_len) * kvw);
+      pv.resize(pk.size());
+      for (int r = 0; r < a->prompt_len; ++r) {
+        const float* row = qkv + static_cast<size_t>(r) * nq;
+        std::copy_n(row + d.q_width(), kvw, &pk[r * kvw]);
+        std::copy_n(row + d.q_width() + kvw, kvw, &pv[r * kvw]);
+      }
+      return;
+    }
+    const int beams = a->search.num_beams(), t = a->generated;
+    for (int kv = 0; kv < 2; ++kv) {
+      auto& cache = kv == 0 ? a->beam_k[li] : a->beam_v[li];
+      std::vector<float> grown(static_cast<size_t>(beams) * (t + 1) * kvw);
+      for (int b = 0; b < beams; ++b) {
+        float* dst = &grown[static_cast<size_t>(b) * (t + 1) * kvw];
+        std::copy_n(&cache[static_cast<size_t>(b) * t * kvw], t * kvw, dst);
+        std::copy_n(qkv + static_cast<size_t>(b) * nq + d.q_width() + kv * kvw,
+                    kvw, dst + t * kvw);
+      }
+      cache = std::move(grown);
+    }
+  }
+
+  // Attention of rows [first, rows()) of this step: per kv head, the queries
+  // of all its heads and rows are one matrix against the prompt keys and
+  // values (computed once per request, shared by all beams), plus each
+  // beam's own generated keys. Writes [rows() - first, nH * D] to out.
+  void Attention(Active* a, int li, const float* qkv, int first, float* out) {
+    const Dims& d = model_.d;
+    const int nq = d.qkv_width(), kvw = d.kv_width(), dd = d.head_dim;
+    const int group = d.heads / d.kv_heads;
+    const int nqr = a->rows() - first, p = a->prompt_len;
+    const int t = a->prefilled ? a->generated + 1 : 0;
+    const int nrow = nqr * group;
+    std::vector<float> q(static_cast<size_t>(nrow) * dd);
+    std::vector<float> scores(static_cast<size_t>(nrow) * (p + t));
+    std::vector<float> probs(static_cast<size_t>(nrow) * p);
+    std::vector<float> o(static_cast<size_t>(nrow) * dd);
+    for (int kh = 0; kh < d.kv_heads; ++kh) {
+      for (int i = 0; i < nqr; ++i) {
+        std::copy_n(qkv + static_cast<size_t>(first + i) * nq + kh * group * dd,
+                    group * dd, &q[static_cast<size_t>(i) * group * dd]);
+      }
+      const float* pk = a->prompt_k[li].data() + kh * dd;
+      const float* pv = a->prompt_v[li].data() + kh * dd;
+      // scores[:, :p] = q @ prompt_k^T; beam keys follow in [p, p + t).
+      Gemm(nrow, p, dd, q.data(), dd, pk, kvw, true, scores.data(), p + t);
+      for (int i = 0; i < nqr; ++i) {
+        // Prompt row r sees keys 0..r; a beam row all p and its t keys.
+        const int visible = a->prefilled ? p : first + i + 1;
+        for (int g = 0; g < group; ++g) {
+          const size_t row = static_cast<size_t>(i) * group + g;
+          float* s = &scores[row * (p + t)];
+          for (int j = 0; j < t; ++j) {
+            const float* key =
+                &a->beam_k[li][(static_cast<size_t>(i) * t + j) * kvw +
+                               kh * dd];
+            float dot = 0.0f;
+            for (int e = 0; e < dd; ++e) dot += q[row * dd + e] * key[e];
+            s[p + j] = dot;
+          }
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int j = 0; j < visible; ++j) mx = std::max(mx, s[j]);
+          for (int j = p; j < p + t; ++j) mx = std::max(mx, s[j]);
+          float sum = 0.0f;
+          for (int j = 0; j < p + t; ++j) {
+            s[j] = (j < visible || j >= p) ? std::exp(s[j] - mx) : 0.0f;
+            sum += s[j];
+          }
+          for (int j = 0; j < p + t; ++j) s[j] /= sum;
+          std::copy_n(s, p, &probs[row * p]);
+        }
+      }
+      Gemm(nrow, dd, p, probs.data(), p, pv, kvw, false, o.data(), dd);
+      for (int i = 0; i < nqr; ++i) {
+        for (int g = 0; g < group; ++g) {
+          const size_t row = static_cast<size_t>(i) * group + g;
+          float* orow = &o[row * dd];
+          for (int j = 0; j < t; ++j) {
+            const float pj = scores[row * (p + t) + p + j];
+            const float* val =
+                &a->beam_v[li][(static_cast<size_t>(i) * t + j) * kvw +
+                               kh * dd];
+            for (int e = 0; e < dd; ++e) orow[e] += pj * val[e];
+          }
+          std::copy_n(orow, dd,
+                      out + static_cast<size_t>(i) * d.q_width() +
+                          (kh * group + g) * dd);
+        }
+      }
+    }
+  }
+
+  // x[m, H] += o_proj(attn); x += down(silu(gate(norm x)) * up(norm x)).
+  void AttnOutAndMlp(const Layer& w, const float* attn, int m,
+                     std::vector<float>* x) {
+    const Dims& d = model_.d;
+    const int h = d.hidden, inter = d.inter;
+    std::vector<float> tmp(static_cast<size_t>(m) * h);
+    Gemm(m, h, d.q_width(), attn, d.q_width(), w.o.data(), h, false,
+         tmp.data(), h);
+    for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
+    std::vector<float> normed(static_cast<size_t>(m) * h);
+    for (int r = 0; r < m; ++r) {
+      RmsNormRow(&(*x)[r * h], h, d.eps, &normed[r * h]);
+    }
+    std::vector<float> gu(static_cast<size_t>(m) * 2 * inter);
+    Gemm(m, 2 * inter, h, normed.data(), h, w.gate_up.data(), 2 * inter,
+         false, gu.data(), 2 * inter);
+    std::vector<float> act(static_cast<size_t>(m) * inter);
+    for (int r = 0; r < m; ++r) {
+      const float* g = &gu[static_cast<size_t>(r) * 2 * inter];
+      for (int j = 0; j < inter; ++j) {
+        act[static_cast<size_t>(r) * inter + j] =
+            g[j] / (1.0f + std::exp(-g[j])) * g[inter + j];
+      }
+    }
+    Gemm(m, h, inter, act.data(), inter, w.down.data(), h, false, tmp.data(),
+         h);
+    for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
+  }
+
+  // After a step, new beam i continues old beam parent(i): its cache is the
+  // parent's.
+  void ReorderBeams(Active* a) {
+    const int kvw = model_.d.kv_width(), t = a->generated;
+    const size_t per_beam = static_cast<size_t>(t) * kvw;
+    for (auto* cache : {&a->beam_k, &a->beam_v}) {
+      for (auto& layer : *cache) {
+        std::vector<float> reordered(a->search.num_beams() * per_beam);
+        for (int i = 0; i < a->search.num_beams(); ++i) {
+          std::copy_n(&layer[a->search.parent(i) * per_beam], per_beam,
+                      &reordered[i * per_beam]);
+        }
+        layer = std::move(reordered);
+      }
+    }
+  }
+
+  const Model model_;
+  const SemanticIdTrie trie_;
+  mutable absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  RequestId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t queued_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<ActivePtr> pending_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<RequestId> cancelled_ ABSL_GUARDED_BY(mu_);
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  // Owned by the scheduler thread.
+  std::deque<ActivePtr> running_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateCpuEngine(
+    EngineConfig config, const std::string& filename, int num_threads) {
+  Model model;
+  std::vector<int32_t> sids;
+  RETURN_IF_ERROR(ReadModel(filename, &config, &model, &sids));
+  absl::StatusOr<SemanticIdTrie> trie =
+      SemanticIdTrie::FromCodes(sids, config.num_levels, config.codebook_size);
+  if (!trie.ok()) return trie.status();
+  if (num_threads > 0) scipy_openblas_set_num_threads(num_threads);
+  return std::unique_ptr<Engine>(
+      new CpuEngine(config, std::move(model), *std::move(trie)));
+}
+
+}  // namespace tf_genrec

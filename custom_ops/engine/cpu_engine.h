@@ -1,0 +1,34 @@
+// The CPU backend of the generation engine: a Qwen2 decoder in float32 whose
+// matrix products go through OpenBLAS (scipy-openblas32, from PyPI), with a
+// scheduler thread that merges concurrent requests into one forward per step
+// (in-flight batching).
+//
+// Engine file (written by tf_genrec/generation/engine_file.py), little-endian:
+//   "TFGRENG1", int32 num_layers, hidden, intermediate, num_heads,
+//   num_kv_heads, head_dim, vocab_size, num_levels, codebook_size,
+//   sid_offset, num_sids, float32 rope_theta, rms_norm_eps, then float32
+//   tensors in kernel layout [in, out]: embed [V, H]; per layer ln1 [H],
+//   q [H, nH*D], q_bias, k [H, nKV*D], k_bias, v [H, nKV*D], v_bias,
+//   o [nH*D, H], ln2 [H], gate [H, I], up [H, I], down [I, H]; final norm
+//   [H]; the SID rows of the LM head [L*K, H]; then int32 sids [num_sids, L].
+#ifndef TF_GENREC_CUSTOM_OPS_ENGINE_CPU_ENGINE_H_
+#define TF_GENREC_CUSTOM_OPS_ENGINE_CPU_ENGINE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "custom_ops/engine/engine.h"
+
+namespace tf_genrec {
+
+// Reads `filename` and starts the engine's scheduler thread. The file's
+// num_levels, codebook_size and sid_offset must equal the config's (errors
+// name both values); config.vocab_size is taken from the file. num_threads
+// > 0 sets OpenBLAS's (process-wide) thread count, 0 keeps its default.
+absl::StatusOr<std::unique_ptr<Engine>> CreateCpuEngine(
+    EngineConfig config, const std::string& filename, int num_threads);
+
+}  // namespace tf_genrec
+
+#endif  // TF_GENREC_CUSTOM_OPS_ENGINE_CPU_ENGINE_H_

@@ -1,0 +1,220 @@
+"""GenrecGenerate + the CPU engine vs the TF-native generator and the
+teacher-forced references of test_beam_search.py (same models, tries and
+prompts), the per-row width contract, bad input, the bounded queue, batch
+invariance under concurrency, and the resource's SavedModel lifecycle."""
+import concurrent.futures
+import gc
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recall_testlib import tiny_recall_assets
+from test_beam_search import (K, L, SID_OFFSET, _check_against,
+                              _exhaustive_top, _model, _prompts, _sids,
+                              _stepwise_beam_search)
+from tf_genrec.builders.build import build_generative_recall
+from tf_genrec.builders.export import export_saved_model
+from tf_genrec.generation.beam_search import BeamSearchGenerator
+from tf_genrec.generation.engine_generator import EngineGenerator
+from tf_genrec.generation.trie import SemanticIdTrie
+from tf_genrec.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model():
+  return _model()
+
+
+def _engine(model, trie, tmp_path, **kwargs):
+  kwargs.setdefault("max_beam_width", 64)
+  return EngineGenerator(model, trie, SID_OFFSET, engine_dir=str(tmp_path),
+                         **kwargs)
+
+
+def _generate(gen, prompts, lengths, widths):
+  codes, scores = gen.generate(tf.constant(prompts), tf.constant(lengths),
+                               tf.constant(widths, tf.int32))
+  return codes.numpy(), scores.numpy()
+
+
+@pytest.mark.parametrize("sid_softmax", ["level", "trie"])
+@pytest.mark.parametrize("num_sids,seed", [(30, 1), (300, 3)])
+def test_matches_tf_generator_and_references(model, tmp_path, num_sids, seed,
+                                             sid_softmax):
+  """Same IDs and scores (1e-4) as BeamSearchGenerator for W in 1/5/50 on
+  a small trie (nothing pruned at W=50) and a larger one (every W prunes),
+  padded prompts in one batch; and the exhaustive / step-wise references."""
+  sids = _sids(seed, num_sids)
+  trie = SemanticIdTrie(sids, K)
+  engine = _engine(model, trie, tmp_path, sid_softmax=sid_softmax)
+  native = BeamSearchGenerator(model, trie, SID_OFFSET, max_beam_width=64,
+                               sid_softmax=sid_softmax)
+  prompts, lengths = _prompts(seed + 1, [7, 3, 12])
+  for width in (1, 5, 50):
+    codes, scores = _generate(engine, prompts, lengths, [width] * 3)
+    ref_codes, ref_scores = native.generate(tf.constant(prompts),
+                                            tf.constant(lengths),
+                                            tf.constant(width))
+    np.testing.assert_array_equal(codes, ref_codes.numpy())
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=TOL, rtol=0)
+  # The teacher-forced references are slow: one row at W=50 (test_beam_search
+  # checks the TF generator on every case).
+  prompt = prompts[1, prompts.shape[1] - lengths[1]:]
+  if num_sids == 30 and sid_softmax == "level":
+    reference = _exhaustive_top(model, prompt, sids, 50)
+  else:
+    reference = _stepwise_beam_search(model, prompt, sids, 50, sid_softmax)
+  _check_against(reference, codes[1], scores[1])
+
+
+def test_per_row_widths_are_each_rows_own_search(model, tmp_path):
+  """Row b's first beam_width[b] beams equal a call of that width alone;
+  past them -1/-inf; W is the batch's widest."""
+  trie = SemanticIdTrie(_sids(3, 300), K)
+  gen = _engine(model, trie, tmp_path)
+  prompts, lengths = _prompts(5, [9, 5, 4])
+  widths = [5, 50, 1]
+  codes, scores = _generate(gen, prompts, lengths, widths)
+  assert codes.shape == (3, 50, L) and scores.shape == (3, 50)
+  for row, w in enumerate(widths):
+    alone_codes, alone_scores = _generate(gen, prompts[row:row + 1],
+                                          lengths[row:row + 1], [w])
+    np.testing.assert_array_equal(codes[row, :w], alone_codes[0])
+    np.testing.assert_array_equal(scores[row, :w], alone_scores[0])
+    assert np.all(codes[row, w:] == -1) and np.all(np.isneginf(scores[row, w:]))
+
+
+def test_tied_embeddings(tmp_path):
+  tied = _model(seed=1, tie_word_embeddings=True)
+  trie = SemanticIdTrie(_sids(19, 100), K)
+  prompts, lengths = _prompts(6, [6, 10])
+  codes, scores = _generate(_engine(tied, trie, tmp_path), prompts, lengths,
+                            [5, 5])
+  ref = BeamSearchGenerator(tied, trie, SID_OFFSET, max_beam_width=64)
+  ref_codes, ref_scores = ref.generate(tf.constant(prompts),
+                                       tf.constant(lengths), tf.constant(5))
+  np.testing.assert_array_equal(codes, ref_codes.numpy())
+  np.testing.assert_allclose(scores, ref_scores.numpy(), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("prompts,lengths,widths,message", [
+    ([[1, 2]], [1], [0], r"beam_width\[0\]=0 must be in \[1, max_beam_width=64\]"),
+    ([[1, 2]], [1], [65], r"beam_width\[0\]=65"),
+    ([[1, 2]], [3], [1], r"lengths\[0\]=3 must be in \[1, input_ids.shape\[1\]=2\]"),
+    ([[1, 2]], [1, 1], [1], r"must be \[B\] with B=1"),
+    ([[1, 99]], [2], [1], r"prompt token 1=99 is outside \[0, vocab_size=35\)"),
+    ([[1] * 20], [20], [1], r"prompt length=20 must be in \[1, max_prompt_len=16\]"),
+])
+def test_bad_input_names_the_value(model, tmp_path, prompts, lengths, widths,
+                                   message):
+  gen = _engine(model, SemanticIdTrie(_sids(1, 30), K), tmp_path,
+                max_prompt_len=16)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    _generate(gen, np.asarray(prompts, np.int32), np.asarray(lengths, np.int32),
+              widths)
+
+
+def test_full_queue_is_resource_exhausted(model, tmp_path):
+  gen = _engine(model, SemanticIdTrie(_sids(1, 30), K), tmp_path,
+                max_queued_requests=2)
+  prompts, lengths = _prompts(7, [5] * 40)
+  with pytest.raises(tf.errors.ResourceExhaustedError,
+                     match="max_queued_requests=2"):
+    _generate(gen, prompts, lengths, [50] * 40)
+  # The engine keeps serving.
+  codes, _ = _generate(gen, prompts[:1], lengths[:1], [5])
+  assert np.all(codes[0] >= 0)
+
+
+def test_concurrent_calls_match_each_call_alone(model, tmp_path):
+  """64 threads with random prompts and widths: every answer is bit-for-bit
+  the answer of the same call made alone, and the scheduler did merge
+  requests into shared steps."""
+  trie = SemanticIdTrie(_sids(3, 300), K)
+  gen = _engine(model, trie, tmp_path)
+  rng = np.random.default_rng(8)
+  calls = []
+  for i in range(64):
+    batch = int(rng.integers(1, 4))
+    prompts, lengths = _prompts(100 + i, rng.integers(1, 14, batch).tolist())
+    calls.append((prompts, lengths, rng.integers(1, 65, batch).tolist()))
+  alone = [_generate(gen, *c) for c in calls]
+  steps_alone = gen.stats()["max_step_requests"]
+  with concurrent.futures.ThreadPoolExecutor(64) as pool:
+    together = list(pool.map(lambda c: _generate(gen, *c), calls))
+  for (codes, scores), (ref_codes, ref_scores) in zip(together, alone):
+    np.testing.assert_array_equal(codes, ref_codes)
+    np.testing.assert_array_equal(scores, ref_scores)
+  assert gen.stats()["max_step_requests"] > max(steps_alone, 3)
+
+
+def _rss_mb():
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) / 1024
+
+
+def test_savedmodel_owns_its_engine(tmp_path):
+  """Saved, loaded by stock tf.saved_model.load from the assets, and
+  destroyed with the loaded object: repeated load/unload of a model with a
+  ~15 MB engine does not grow the process."""
+  config = Qwen2Config(vocab_size=120_000, hidden_size=32,
+                       intermediate_size=48, num_hidden_layers=1,
+                       num_attention_heads=4, num_key_value_heads=2)
+  big = Qwen2ForCausalLM(config)
+  big(tf.zeros([1, 2], tf.int32), tf.ones([1, 2], tf.int32))
+  trie = SemanticIdTrie(_sids(1, 30), K)
+  gen = _engine(big, trie, tmp_path / "engine")
+  prompts, lengths = _prompts(9, [4, 7])
+  expected = _generate(gen, prompts, lengths, [5, 3])
+  path = str(tmp_path / "saved")
+  tf.saved_model.save(gen, path)
+  del gen
+  engine_file = os.path.join(path, "assets", "generation_engine.bin")
+  assert os.path.getsize(engine_file) > 15e6
+
+  def load_and_run():
+    loaded = tf.saved_model.load(path)
+    got = _generate(loaded, prompts, lengths, [5, 3])
+    for a, b in zip(got, expected):
+      np.testing.assert_array_equal(a, b)
+    del loaded
+    gc.collect()
+
+  load_and_run()
+  before = _rss_mb()
+  for _ in range(3):
+    load_and_run()
+  # A leaked engine would keep >= 15 MB each time (45 MB in all).
+  assert _rss_mb() - before < 25
+
+
+def test_exported_recall_model_with_cpu_engine_matches_tf(tmp_path):
+  """`--engine=cpu` through the whole recall path: the exported SavedModel
+  (serving_default) returns the items of the TF-native export."""
+  a = tiny_recall_assets(tmp_path)
+  outputs = {}
+  for engine in ("tf", "cpu"):
+    model = build_generative_recall(a["config"], a["ckpt"], a["table_path"],
+                                    engine=engine)
+    path = export_saved_model(model, str(tmp_path / engine), 1)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    ids = np.asarray([a["item_ids"][:3], a["item_ids"][3:6]], np.int64)
+    outputs[engine] = serve(
+        item_ids=tf.constant(ids),
+        timestamps=tf.constant([[1, 2, 3]] * 2, tf.int64),
+        action_types=tf.zeros([2, 3], tf.int32),
+        lengths=tf.constant([3, 2]),
+        request_time=tf.constant([9, 9], tf.int64),
+        beam_width=tf.constant([4, 16]))
+  np.testing.assert_array_equal(outputs["cpu"]["item_ids"],
+                                outputs["tf"]["item_ids"])
+  np.testing.assert_array_equal(outputs["cpu"]["semantic_ids"],
+                                outputs["tf"]["semantic_ids"])
+  np.testing.assert_allclose(outputs["cpu"]["scores"], outputs["tf"]["scores"],
+                             atol=TOL, rtol=0)

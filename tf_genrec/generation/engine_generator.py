@@ -1,0 +1,100 @@
+"""EngineGenerator: the generator as one op (GenrecGenerate) over an engine
+resource, the way TF-TRT wraps an engine: the engine file is a SavedModel
+asset, the resource is created and loaded from it when a model version loads
+and destroyed when the version unloads (so a version owns its engine)."""
+import os
+import tempfile
+import uuid
+
+import tensorflow as tf
+from tensorflow.python.ops import gen_resource_variable_ops
+
+from tf_genrec import ops
+from tf_genrec.generation.beam_search import check_sid_softmax
+from tf_genrec.generation.engine_file import write_engine_file
+
+ENGINE_FILE_NAME = "generation_engine.bin"
+
+
+class GenerationEngine(tf.saved_model.experimental.TrackableResource):
+  """The GenerationEngine resource, initialised from its engine-file asset."""
+
+  def __init__(self, path, *, num_levels: int, codebook_size: int,
+               sid_offset: int, max_beam_width: int, max_prompt_len: int,
+               sid_softmax: str, max_queued_requests: int,
+               max_step_tokens: int, num_threads: int, backend: str = "cpu"):
+    super().__init__()
+    self._attrs = dict(backend=backend, num_levels=num_levels,
+                       codebook_size=codebook_size, sid_offset=sid_offset,
+                       max_beam_width=max_beam_width,
+                       max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
+                       max_queued_requests=max_queued_requests,
+                       max_step_tokens=max_step_tokens,
+                       num_threads=num_threads)
+    # Unique per engine (as StaticHashTable's): each kernel instance must
+    # find this one resource, and two loaded versions must not share one.
+    self._shared_name = f"tf_genrec_engine_{uuid.uuid4()}"
+    self._asset = self._track_trackable(tf.saved_model.Asset(path), "_asset")
+    with tf.init_scope():
+      self._initialize()
+
+  def _create_resource(self):
+    return ops.generation_engine_handle(shared_name=self._shared_name,
+                                        **self._attrs)
+
+  def _initialize(self):
+    return ops.generation_engine_init(
+        self.resource_handle, tf.convert_to_tensor(self._asset, tf.string))
+
+  def _destroy_resource(self):
+    # Runs when the (loaded) object is garbage collected: drops the resource
+    # manager's reference, so the engine and its threads go with the version.
+    gen_resource_variable_ops.destroy_resource_op(self.resource_handle,
+                                                  ignore_lookup_error=True)
+
+
+class EngineGenerator(tf.Module):
+  """Generator contract (tf_genrec/generation/generator.py) through the
+  engine op. Built from the same model and trie as BeamSearchGenerator; the
+  weights go into the engine file (one copy in the SavedModel's assets)."""
+
+  def __init__(self, model, trie, sid_offset: int, max_beam_width: int,
+               sid_softmax: str = "level", max_prompt_len: int = 2048,
+               max_queued_requests: int = 1024, max_step_tokens: int = 8192,
+               num_threads: int = 0, engine_dir=None,
+               name="engine_generator"):
+    """engine_dir: where to write the engine file (a new temporary directory
+    if None); export copies it into the SavedModel's assets."""
+    super().__init__(name=name)
+    if not 1 <= max_beam_width <= 1024:
+      raise ValueError(f"max_beam_width must be in [1, 1024], got "
+                       f"{max_beam_width}")
+    check_sid_softmax(sid_softmax)
+    self.max_beam_width = int(max_beam_width)
+    self.num_levels = trie.num_levels
+    engine_dir = engine_dir or tempfile.mkdtemp(prefix="tf_genrec_engine_")
+    os.makedirs(engine_dir, exist_ok=True)
+    path = os.path.join(engine_dir, ENGINE_FILE_NAME)
+    write_engine_file(path, model, trie, sid_offset)
+    self.engine = GenerationEngine(
+        path, num_levels=trie.num_levels, codebook_size=trie.codebook_size,
+        sid_offset=sid_offset, max_beam_width=max_beam_width,
+        max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
+        max_queued_requests=max_queued_requests,
+        max_step_tokens=max_step_tokens, num_threads=num_threads)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+      tf.TensorSpec([None], tf.int32, name="lengths"),
+      tf.TensorSpec(None, tf.int32, name="beam_width"),
+  ])
+  def generate(self, input_ids, lengths, beam_width):
+    """beam_width: [B] per-row widths, or a scalar for every row."""
+    beam_width = tf.broadcast_to(beam_width, tf.shape(lengths))
+    return tuple(ops.generate(self.engine.resource_handle, input_ids, lengths,
+                              beam_width, num_levels=self.num_levels))
+
+  def stats(self):
+    """dict of the engine's counters (ops.ENGINE_STATS)."""
+    values = ops.generation_engine_stats(self.engine.resource_handle).numpy()
+    return dict(zip(ops.ENGINE_STATS, values.tolist()))

@@ -1,0 +1,28 @@
+"""The generator interface the builders compose (DEVELOPERS.md contract).
+
+Implementations: BeamSearchGenerator (TF-native, `--engine=tf`, the portable
+reference) and EngineGenerator (the GenrecGenerate op over an engine
+resource, `--engine=cpu`).
+"""
+from typing import Protocol, Tuple
+
+import tensorflow as tf
+
+ENGINES = ("tf", "cpu")
+
+
+class Generator(Protocol):
+  max_beam_width: int
+
+  def generate(self, input_ids, lengths,
+               beam_width) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Top semantic IDs per left-padded prompt row, best first.
+
+    Args:
+      input_ids: [B, P] int32 prompts, left-padded.
+      lengths: [B] int32 prompt lengths in [1, P].
+      beam_width: int32 widths in [1, max_beam_width].
+    Returns:
+      codes [B, W, L] int32 (-1 for invalid beams) and scores [B, W]
+      float32 log-probabilities (-inf for invalid beams).
+    """
