@@ -3,6 +3,9 @@
 `build_ext` compiles custom_ops/*.cc into one shared library against the
 installed TensorFlow (tf.sysconfig flags), so install with
 `pip install --no-build-isolation -e .` into an environment that has TF.
+With TENSORRT_LLM_ROOT set (an installed tensorrt_llm 1.2.x package: its
+include/ and libs/), it also builds the TensorRT-LLM engine's op library
+(docs/tensorrt_llm.md); without it the default library is unaffected.
 """
 import glob
 import os
@@ -12,6 +15,23 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 OPS_LIBRARY = "tf_genrec.ops._tf_genrec_ops"
+TENSORRT_LLM_LIBRARY = "tf_genrec.ops._tf_genrec_tensorrt_llm_ops"
+
+
+def tensorrt_llm_extensions():
+  """The TensorRT-LLM engine's library, if TENSORRT_LLM_ROOT is set."""
+  root = os.environ.get("TENSORRT_LLM_ROOT")
+  if not root:
+    return []
+  cuda = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+  return [Extension(
+      TENSORRT_LLM_LIBRARY,
+      sorted(glob.glob("custom_ops/engine/tensorrt_llm/*.cc")) +
+      ["custom_ops/engine/engine.cc", "custom_ops/engine/trie.cc"],
+      include_dirs=[".", os.path.join(root, "include"),
+                    os.path.join(cuda, "include")],
+      library_dirs=[os.path.join(root, "libs")],
+      libraries=["tensorrt_llm"])]
 
 
 class TfOpsBuildExt(build_ext):
@@ -26,9 +46,13 @@ class TfOpsBuildExt(build_ext):
     # bury ours.
     compile_flags = [("-isystem" + f[2:]) if f.startswith("-I") else f
                      for f in tf.sysconfig.get_compile_flags()]
+    ext_flags = (["-I" + d for d in ext.include_dirs] +
+                 ["-L" + d for d in ext.library_dirs] +
+                 ["-Wl,-rpath," + d for d in ext.library_dirs] +
+                 ["-l" + lib for lib in ext.libraries])
     cmd = (["g++", "-shared", "-fPIC", "-O2", "-std=c++17", "-Wall"] +
            ext.sources + ["-o", out] + compile_flags +
-           tf.sysconfig.get_link_flags())
+           tf.sysconfig.get_link_flags() + ext_flags)
     print(" ".join(cmd))
     subprocess.check_call(cmd)
 
@@ -44,7 +68,8 @@ setup(
     packages=(find_packages(include=["tf_genrec", "tf_genrec.*"]) +
               ["tf_genrec.tools", "tf_genrec.graphs"]),
     package_dir={"tf_genrec.tools": "tools", "tf_genrec.graphs": "graphs"},
-    ext_modules=[Extension(OPS_LIBRARY, sorted(glob.glob("custom_ops/*.cc")))],
+    ext_modules=([Extension(OPS_LIBRARY, sorted(glob.glob("custom_ops/*.cc")))]
+                 + tensorrt_llm_extensions()),
     cmdclass={"build_ext": TfOpsBuildExt},
     python_requires=">=3.10",
     install_requires=["tensorflow", "tensorflow-serving-api", "grpcio",

@@ -3,9 +3,9 @@
 // that includes TensorRT-LLM headers.
 //
 // NOT compiled or run in CI: there is no GPU or TensorRT-LLM there. It is
-// built by `TENSORRT_LLM_ROOT=... make ops` and exercised on a GPU machine by
-// tools/check_tensorrt_llm.sh. Everything it delegates to is tested in CI
-// through tests/cc/fake_executor.h.
+// built by `TENSORRT_LLM_ROOT=... python setup.py build_ext --inplace` and
+// exercised on a GPU machine by tools/check_tensorrt_llm.sh. Everything it
+// delegates to is tested in CI through tests/cc/fake_executor.h.
 #include "custom_ops/engine/tensorrt_llm/executor_binding.h"
 
 #include <chrono>
