@@ -4,7 +4,10 @@
 shared library against the installed TensorFlow (tf.sysconfig flags) and the
 OpenBLAS of the scipy-openblas32 wheel (the CPU engine's matrix products), so
 install with `pip install --no-build-isolation -e .` into an environment that
-has both (requirements.txt).
+has both (requirements.txt). With TENSORRT_LLM_ROOT set (an installed
+tensorrt_llm 1.2.x package: its include/ and libs/), it also builds the
+TensorRT-LLM engine's op library (docs/tensorrt_llm.md); without it the
+default library is unaffected.
 """
 import glob
 import os
@@ -14,14 +17,39 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 OPS_LIBRARY = "tf_genrec.ops._tf_genrec_ops"
+TENSORRT_LLM_LIBRARY = "tf_genrec.ops._tf_genrec_tensorrt_llm_ops"
+
+
+def tensorrt_llm_extensions():
+  """The TensorRT-LLM engine's library, if TENSORRT_LLM_ROOT is set."""
+  root = os.environ.get("TENSORRT_LLM_ROOT")
+  if not root:
+    return []
+  cuda = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+  return [Extension(
+      TENSORRT_LLM_LIBRARY,
+      sorted(glob.glob("custom_ops/engine/tensorrt_llm/*.cc")) +
+      ["custom_ops/engine/engine.cc", "custom_ops/engine/trie.cc"],
+      include_dirs=[".", os.path.join(root, "include"),
+                    os.path.join(cuda, "include")],
+      library_dirs=[os.path.join(root, "libs")],
+      libraries=["tensorrt_llm"])]
+
+
+def _openblas_flags():
+  """Compile/link flags of the scipy-openblas32 wheel (the CPU engine's BLAS)."""
+  import scipy_openblas32  # Only needed at build time, as is TF.
+
+  lib = scipy_openblas32.get_lib_dir()
+  return ["-isystem" + scipy_openblas32.get_include_dir(), "-L" + lib,
+          "-l" + scipy_openblas32.get_library(), "-Wl,-rpath," + lib]
 
 
 class TfOpsBuildExt(build_ext):
   """Builds the op library with TF's own compile/link flags (not distutils')."""
 
   def build_extension(self, ext):
-    import scipy_openblas32  # Only needed at build time, as is TF.
-    import tensorflow as tf
+    import tensorflow as tf  # Only needed at build time.
 
     out = self.get_ext_fullpath(ext.name)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -29,14 +57,15 @@ class TfOpsBuildExt(build_ext):
     # bury ours.
     compile_flags = [("-isystem" + f[2:]) if f.startswith("-I") else f
                      for f in tf.sysconfig.get_compile_flags()]
-    blas_lib = scipy_openblas32.get_lib_dir()
-    blas_flags = ["-isystem" + scipy_openblas32.get_include_dir(),
-                  "-L" + blas_lib, "-l" + scipy_openblas32.get_library(),
-                  "-Wl,-rpath," + blas_lib]
-    cmd = (["g++", "-shared", "-fPIC", "-O2", "-std=c++17", "-Wall",
-            "-I" + os.path.dirname(os.path.abspath(__file__))] +
+    ext_flags = (["-I" + d for d in ext.include_dirs] +
+                 ["-L" + d for d in ext.library_dirs] +
+                 ["-Wl,-rpath," + d for d in ext.library_dirs] +
+                 ["-l" + lib for lib in ext.libraries])
+    if ext.name == OPS_LIBRARY:
+      ext_flags += _openblas_flags()
+    cmd = (["g++", "-shared", "-fPIC", "-O2", "-std=c++17", "-Wall"] +
            ext.sources + ["-o", out] + compile_flags +
-           tf.sysconfig.get_link_flags() + blas_flags)
+           tf.sysconfig.get_link_flags() + ext_flags)
     print(" ".join(cmd))
     subprocess.check_call(cmd)
 
@@ -52,9 +81,10 @@ setup(
     packages=(find_packages(include=["tf_genrec", "tf_genrec.*"]) +
               ["tf_genrec.tools", "tf_genrec.graphs"]),
     package_dir={"tf_genrec.tools": "tools", "tf_genrec.graphs": "graphs"},
-    ext_modules=[Extension(
+    ext_modules=([Extension(
         OPS_LIBRARY, sorted(glob.glob("custom_ops/*.cc") +
-                            glob.glob("custom_ops/engine/*.cc")))],
+                            glob.glob("custom_ops/engine/*.cc")),
+        include_dirs=["."])] + tensorrt_llm_extensions()),
     cmdclass={"build_ext": TfOpsBuildExt},
     python_requires=">=3.10",
     install_requires=["tensorflow", "tensorflow-serving-api", "grpcio",

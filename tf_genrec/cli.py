@@ -13,6 +13,7 @@ COMMANDS = {
     "train_sasrec": "train_sasrec",
     "make_random_model": "make_random_model",
     "export": "export",
+    "build_engine": "build_engine",
     "evaluate": "evaluate",
     "serve": "serve",
     "client": "client",
