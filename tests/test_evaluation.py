@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.data.amazon import leave_one_out, load_dataset
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
                                             best_epochs, evaluate_scorer,
                                             fit_sasrec, load_sasrec, pad_left,
@@ -173,7 +173,7 @@ def test_best_epochs_counts_up_to_the_best_validation_pass():
 
 
 def test_sasrec_few_steps_on_real_slice(tmp_path):
-  dataset = load_amazon_scientific()
+  dataset = load_dataset()
   split = leave_one_out(dataset.histories[:400])
   config = SASRecConfig(num_items=dataset.num_items, hidden_dim=32,
                         num_blocks=1, num_heads=1, batch_size=64,
@@ -220,7 +220,7 @@ def test_train_sasrec_tool_refit_writes_the_refit_model(tmp_path):
   # A refit model has trained on the validation targets: test only.
   assert set(report["most_popular"]) == set(report["sasrec"]) - {
       "config", "epochs_run", "refit_epochs", "train_seconds"} == {"test"}
-  dataset = load_amazon_scientific()
+  dataset = load_dataset()
   split = leave_one_out(dataset.histories)
   config = SASRecConfig(num_items=dataset.num_items, hidden_dim=8,
                         num_blocks=1, num_heads=1, max_epochs=2, eval_every=1,
@@ -230,3 +230,20 @@ def test_train_sasrec_tool_refit_writes_the_refit_model(tmp_path):
   np.testing.assert_allclose(
       load_sasrec(str(tmp_path / "sasrec")).score(split.test_inputs[:4]),
       reference.score(split.test_inputs[:4]), rtol=1e-5, atol=1e-5)
+
+
+def test_recall_at_recall_stage_depth():
+  """Every scorer reports Recall@50/100/300 beside @5/@10."""
+  num_items = 400
+  targets = np.array([7, 150, 299, 350])
+
+  def score(histories):
+    # Items ranked by id: item i at 0-based rank i.
+    return np.tile(-np.arange(num_items, dtype=np.float32),
+                   (len(histories), 1))
+
+  got = evaluate_scorer(score, [[0]] * len(targets), targets)
+  assert sorted(got) == ["ndcg@10", "ndcg@5", "recall@10", "recall@100",
+                         "recall@300", "recall@5", "recall@50"]
+  assert (got["recall@10"], got["recall@50"], got["recall@100"],
+          got["recall@300"]) == (0.25, 0.25, 0.25, 0.75)
