@@ -403,6 +403,14 @@ def test_train_tool_refit_and_variants(tmp_path):
 
   report, log = train("tune")
   assert not report["refit"] and report["valid_loss"] is not None
+  # The preset's schedule: a validation pass at the end (2 < 2 epochs of
+  # 5 steps), whose model is the written checkpoint.
+  assert report["preset"] == "recall_default"
+  assert report["steps_per_epoch"] == 5 and report["steps_run"] == 2
+  best = report["best_validation"]
+  assert best["step"] == 2 and 0 <= best["metrics"]["recall@10"] <= 1
+  assert ((tmp_path / "tune" / "hf" / "model.safetensors").read_bytes() ==
+          (tmp_path / "tune" / "best" / "model.safetensors").read_bytes())
   assert "40 training / 40 validation sequences" in log
   assert load_sid_softmax(tmp_path / "tune" / "hf") == "level"
   # The regularised variants run through the tool and tell the export.
@@ -428,6 +436,7 @@ def test_train_tool_refit_and_variants(tmp_path):
   refit, log = train("refit", "--refit")
   # The validation item is now trained on, so it can no longer score it.
   assert refit["refit"] and refit["valid_loss"] is None
+  assert refit["best_validation"] is None
   assert "40 training / 0 validation sequences" in log
 
 

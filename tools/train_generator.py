@@ -49,11 +49,18 @@ flags.DEFINE_enum("graph", "ad_recall", graphs.SCENES, "Scene whose prompt "
 flags.DEFINE_string("output_dir", None, "Checkpoints + the final HF checkpoint.")
 flags.DEFINE_integer("codebook_size", 256, "K, codes per level.")
 flags.DEFINE_integer("max_history", 50, "Most recent items in a prompt.")
-flags.DEFINE_integer("hidden_size", RECALL_DEFAULT["hidden_size"], "Qwen2 hidden_size.")
-flags.DEFINE_integer("num_hidden_layers", RECALL_DEFAULT["num_hidden_layers"], "Qwen2 num_hidden_layers.")
-flags.DEFINE_integer("num_attention_heads", RECALL_DEFAULT["num_attention_heads"], "Qwen2 num_attention_heads.")
-flags.DEFINE_integer("num_key_value_heads", RECALL_DEFAULT["num_key_value_heads"], "Qwen2 num_key_value_heads.")
-flags.DEFINE_integer("intermediate_size", RECALL_DEFAULT["intermediate_size"], "Qwen2 intermediate_size.")
+flags.DEFINE_integer("hidden_size", RECALL_DEFAULT["hidden_size"],
+                     "Qwen2 hidden_size.")
+flags.DEFINE_integer("num_hidden_layers", RECALL_DEFAULT["num_hidden_layers"],
+                     "Qwen2 num_hidden_layers.")
+flags.DEFINE_integer("num_attention_heads",
+                     RECALL_DEFAULT["num_attention_heads"],
+                     "Qwen2 num_attention_heads.")
+flags.DEFINE_integer("num_key_value_heads",
+                     RECALL_DEFAULT["num_key_value_heads"],
+                     "Qwen2 num_key_value_heads.")
+flags.DEFINE_integer("intermediate_size", RECALL_DEFAULT["intermediate_size"],
+                     "Qwen2 intermediate_size.")
 flags.DEFINE_integer("epochs", RECALL_DEFAULT["epochs"], "Schedule length "
                      "in epochs over the training histories (the cosine "
                      "decay's end); early stopping may end sooner.")
@@ -70,16 +77,22 @@ flags.DEFINE_integer("valid_users", ValidationConfig.num_users, "Fixed "
                      "sample of validation users (0: all).")
 flags.DEFINE_integer("valid_beam_width", ValidationConfig.beam_width,
                      "Beam width of the validation passes.")
-flags.DEFINE_integer("batch_size", RECALL_DEFAULT["batch_size"], "Sequences per step.")
-flags.DEFINE_float("learning_rate", RECALL_DEFAULT["learning_rate"], "Peak learning rate.")
-flags.DEFINE_float("weight_decay", RECALL_DEFAULT["weight_decay"], "AdamW decoupled weight decay.")
-flags.DEFINE_float("dropout", RECALL_DEFAULT["dropout"], "Training-only dropout of embeddings, "
+flags.DEFINE_integer("batch_size", RECALL_DEFAULT["batch_size"],
+                     "Sequences per step.")
+flags.DEFINE_float("learning_rate", RECALL_DEFAULT["learning_rate"],
+                   "Peak learning rate.")
+flags.DEFINE_float("weight_decay", RECALL_DEFAULT["weight_decay"],
+                   "AdamW decoupled weight decay.")
+flags.DEFINE_float("dropout", RECALL_DEFAULT["dropout"],
+                   "Training-only dropout of embeddings, "
                    "attention probabilities and residual branches.")
-flags.DEFINE_enum("sid_softmax", RECALL_DEFAULT["sid_softmax"], list(SID_SOFTMAXES),
+flags.DEFINE_enum("sid_softmax", RECALL_DEFAULT["sid_softmax"],
+                  list(SID_SOFTMAXES),
                   "Each SID target against its level's K codes, or only "
                   "against its trie siblings (recorded in the checkpoint's "
                   "generation_config.json for the export).")
-flags.DEFINE_float("item_drop_rate", RECALL_DEFAULT["item_drop_rate"], "Per-epoch augmentation: each "
+flags.DEFINE_float("item_drop_rate", RECALL_DEFAULT["item_drop_rate"],
+                   "Per-epoch augmentation: each "
                    "training-history item dropped with this probability "
                    "(0.15: the best validation Recall@10 in docs/quality.md).")
 flags.DEFINE_float("item_loss_weight", 0.0, "Weight of the training-only "
@@ -96,7 +109,10 @@ flags.DEFINE_float("distill_temperature", 1.0, "Temperature of the teacher's "
 flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
 flags.DEFINE_bool("refit", False, "Final test-time model: also train on each "
                   "user's validation item (hyper-parameters chosen on "
-                  "validation beforehand); no validation loss is logged.")
+                  "validation beforehand); nothing validates, so it trains "
+                  "the whole schedule: pass --steps=<best_validation step "
+                  "of the validation run> to refit for the validated "
+                  "length.")
 flags.DEFINE_integer("max_users", 0, "Use only the first N users (0: all).")
 flags.DEFINE_integer("seed", 0, "Initialisation and shuffling seed.")
 flags.mark_flags_as_required(["item_table", "output_dir"])
