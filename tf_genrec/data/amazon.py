@@ -5,7 +5,9 @@ first), `<Name>.item.json` ({"<item>": {"title", ...}}) and optionally
 `<Name>.timestamps.json` ({"<user>": [unix seconds, ...]} parallel to the
 interactions); `<Name>` is found from the directory (e.g. amazon-scientific:
 Scientific, amazon-office: Office). Item indices in the files are the item ids
-everywhere in the project. Without timestamps positions stand in for time.
+everywhere in the project. The tools feed positions as the behaviour
+timestamps either way (prompts carry no time); `Dataset.timestamps` is
+there for time-aware splits and features.
 """
 import dataclasses
 import json
