@@ -130,7 +130,7 @@ def codes_by_item_id(table, num_items):
 
 def main(argv):
   del argv
-  preset = apply_preset(FLAGS.preset, FLAGS)
+  recipe = apply_preset(FLAGS.preset, FLAGS)  # preset + flags given
   table = read_item_table(FLAGS.item_table)
   item_codes = dict(zip(table.item_ids.tolist(), table.codes.tolist()))
   graph = graphs.get(FLAGS.graph).graph_config(
@@ -203,7 +203,7 @@ def main(argv):
     shutil.copytree(trainer.best_dir, hf_dir)
   else:
     trainer.save_hf(hf_dir)
-  report = {"preset": FLAGS.preset, "preset_values": preset,
+  report = {"preset": FLAGS.preset, "recipe_in_effect": recipe,
             "train_loss": train_loss, "valid_loss": valid_loss,
             "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
             "steps_run": int(trainer.optimizer.step),
