@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from tf_genrec.data.amazon import load_amazon_scientific
+from tf_genrec.data.amazon import load_dataset
 
 ITEM_LINE = re.compile(r"^\s+\d+\. item\s+(\d+)\s+score\s+(\S+)\s+(.*)$")
 
@@ -18,7 +18,7 @@ def test_demo_quick_end_to_end(tmp_path):
 
   # The client printed, for 3 users, items served by the model with their
   # catalogue titles.
-  titles = [item.title for item in load_amazon_scientific().items]
+  titles = [item.title for item in load_dataset().items]
   printed = [ITEM_LINE.match(l) for l in proc.stdout.splitlines()]
   printed = [m for m in printed if m]
   assert len(printed) == 3 * 5, proc.stdout

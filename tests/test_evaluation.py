@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
-from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
+from tf_genrec.data.amazon import leave_one_out, load_dataset
+from tf_genrec.evaluation.baselines import (MostPopular, SASRec, SASRecConfig,
                                             best_epochs, evaluate_scorer,
                                             fit_sasrec, load_sasrec, pad_left,
                                             save_sasrec, train_sasrec)
@@ -173,7 +173,7 @@ def test_best_epochs_counts_up_to_the_best_validation_pass():
 
 
 def test_sasrec_few_steps_on_real_slice(tmp_path):
-  dataset = load_amazon_scientific()
+  dataset = load_dataset()
   split = leave_one_out(dataset.histories[:400])
   config = SASRecConfig(num_items=dataset.num_items, hidden_dim=32,
                         num_blocks=1, num_heads=1, batch_size=64,
@@ -220,7 +220,7 @@ def test_train_sasrec_tool_refit_writes_the_refit_model(tmp_path):
   # A refit model has trained on the validation targets: test only.
   assert set(report["most_popular"]) == set(report["sasrec"]) - {
       "config", "epochs_run", "refit_epochs", "train_seconds"} == {"test"}
-  dataset = load_amazon_scientific()
+  dataset = load_dataset()
   split = leave_one_out(dataset.histories)
   config = SASRecConfig(num_items=dataset.num_items, hidden_dim=8,
                         num_blocks=1, num_heads=1, max_epochs=2, eval_every=1,
@@ -230,3 +230,79 @@ def test_train_sasrec_tool_refit_writes_the_refit_model(tmp_path):
   np.testing.assert_allclose(
       load_sasrec(str(tmp_path / "sasrec")).score(split.test_inputs[:4]),
       reference.score(split.test_inputs[:4]), rtol=1e-5, atol=1e-5)
+
+
+def test_recall_at_recall_stage_depth():
+  """Every scorer reports Recall@50/100/300 beside @5/@10."""
+  num_items = 400
+  targets = np.array([7, 150, 299, 350])
+
+  def score(histories):
+    # Items ranked by id: item i at 0-based rank i.
+    return np.tile(-np.arange(num_items, dtype=np.float32),
+                   (len(histories), 1))
+
+  got = evaluate_scorer(score, [[0]] * len(targets), targets)
+  assert sorted(got) == ["ndcg@10", "ndcg@5", "recall@10", "recall@100",
+                         "recall@300", "recall@5", "recall@50"]
+  assert (got["recall@10"], got["recall@50"], got["recall@100"],
+          got["recall@300"]) == (0.25, 0.25, 0.25, 0.75)
+
+
+def test_evaluate_tool_on_a_generated_dataset_with_a_saved_sasrec(tmp_path):
+  """evaluate reads any <Name>.* directory (here with timestamps), scores
+  the exported model, most-popular and a saved SASRec to depth 300."""
+  repo = Path(__file__).resolve().parents[1]
+  num_items, rng = 30, np.random.default_rng(0)
+  histories = [rng.choice(num_items, int(rng.integers(3, 7)),
+                          replace=False).tolist() for _ in range(24)]
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "Shop.item.json").write_text(json.dumps(
+      {str(i): {"title": f"item {i}"} for i in range(num_items)}))
+  (data / "Shop.inter.json").write_text(json.dumps(
+      {str(u): h for u, h in enumerate(histories)}))
+  (data / "Shop.timestamps.json").write_text(json.dumps(
+      {str(u): list(range(len(h))) for u, h in enumerate(histories)}))
+
+  def tool(name, *flags, check=True):
+    run = subprocess.run([sys.executable, "-m", f"tools.{name}", *flags],
+                         cwd=repo, capture_output=True, text=True)
+    if check:
+      assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+  model = tmp_path / "model"
+  tool("make_random_model", f"--output_dir={model}",
+       f"--num_items={num_items}", "--num_levels=2", "--codebook_size=8",
+       "--hidden_size=16", "--num_hidden_layers=1", "--intermediate_size=32",
+       "--num_attention_heads=2", "--num_key_value_heads=1")
+  tool("export", f"--checkpoint_dir={model / 'hf'}",
+       f"--item_table={model / 'item_table.tsv'}", "--codebook_size=8",
+       f"--export_base_path={tmp_path / 'export'}", "--max_beam_width=300",
+       "--default_beam_width=300", "--default_top_n=300")
+  tf.keras.utils.set_random_seed(0)
+  sasrec_config = SASRecConfig(num_items=num_items, max_len=8, hidden_dim=8,
+                              num_blocks=1, num_heads=2)
+  sasrec = SASRec(sasrec_config)
+  sasrec(tf.zeros([1, 8], tf.int32))
+  save_sasrec(sasrec, str(tmp_path / "sasrec"))
+  evaluate = ["evaluate", f"--data_dir={data}",
+              f"--saved_model_dir={tmp_path / 'export' / '1'}",
+              "--split=test"]
+  report = json.loads(tool(*evaluate, f"--sasrec_dir={tmp_path / 'sasrec'}"
+                           ).stdout.strip().splitlines()[-1])
+  assert report["dataset"] == "Shop" and report["users"] == 24
+  for method in ("generative", "most_popular", "sasrec"):
+    # 300 >= the catalogue: every method returns every item.
+    assert report[method]["recall@300"] == 1.0, (method, report[method])
+    assert 0 <= report[method]["recall@10"] <= report[method]["recall@50"]
+  sasrec_direct = evaluate_scorer(
+      sasrec.score, *leave_one_out(histories).inputs_and_targets("test"))
+  assert report["sasrec"] == pytest.approx(sasrec_direct)
+  # A SASRec of another catalogue is refused, naming both sizes.
+  other = SASRec(dataclasses.replace(sasrec_config, num_items=31))
+  other(tf.zeros([1, 8], tf.int32))
+  save_sasrec(other, str(tmp_path / "other"))
+  run = tool(*evaluate, f"--sasrec_dir={tmp_path / 'other'}", check=False)
+  assert run.returncode != 0 and "num_items=31, the dataset 30" in run.stderr

@@ -185,10 +185,10 @@ def test_count_confidence_halves_at_the_prior():
 
 
 def test_minilm_embeds_real_items():
-  from tf_genrec.data.amazon import load_amazon_scientific
+  from tf_genrec.data.amazon import load_dataset
   from tf_genrec.semantic_ids.embeddings import MiniLMEncoder
 
-  texts = [item.text() for item in load_amazon_scientific().items[:5]]
+  texts = [item.text() for item in load_dataset().items[:5]]
   encoder = MiniLMEncoder()
   emb = embed_texts(encoder, texts, batch_size=2)
   assert emb.shape == (5, 384) and emb.dtype == np.float32
@@ -206,9 +206,9 @@ def test_build_semantic_ids_tool_with_external_codes(tmp_path):
   from pathlib import Path
 
   from tf_genrec.data.amazon import (item_popularity, leave_one_out,
-                                     load_amazon_scientific)
+                                     load_dataset)
 
-  dataset = load_amazon_scientific()
+  dataset = load_dataset()
   codes = np.random.default_rng(0).integers(0, 8, size=(dataset.num_items, 3))
   np.save(tmp_path / "codes.npy", codes)
   repo = Path(__file__).resolve().parents[1]
@@ -233,9 +233,9 @@ def test_build_semantic_ids_tool_with_two_embedding_views(tmp_path):
   import sys
   from pathlib import Path
 
-  from tf_genrec.data.amazon import load_amazon_scientific
+  from tf_genrec.data.amazon import load_dataset
 
-  num_items = load_amazon_scientific().num_items
+  num_items = load_dataset().num_items
   rng = np.random.default_rng(0)
   np.save(tmp_path / "text.npy", rng.normal(size=(num_items, 8)))
   np.save(tmp_path / "collab.npy", rng.normal(size=(num_items, 4)))

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tf_genrec import graphs
 from tf_genrec.builders.stages import (BehaviorFeatures, PromptBuilder,
                                        SemanticIdEncoder)
-from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.data.amazon import leave_one_out, load_dataset
 from tf_genrec.evaluation.baselines import SASRec, SASRecConfig, save_sasrec
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
@@ -38,7 +38,7 @@ def _tiny_model(vocab_size, seed=0):
 
 def test_training_prompts_are_serving_prompts(tmp_path):
   """Real histories: training sequence = serving graph prompt + target SID."""
-  dataset = load_amazon_scientific()
+  dataset = load_dataset()
   rng = np.random.default_rng(0)
   codes = rng.integers(0, K, (dataset.num_items, L))
   table_path = str(tmp_path / "item_table.tsv")
@@ -383,7 +383,7 @@ def test_train_tool_refit_and_variants(tmp_path):
   import sys
   from pathlib import Path
 
-  num_items = load_amazon_scientific().num_items
+  num_items = load_dataset().num_items
   codes = np.random.default_rng(0).integers(0, K, size=(num_items, L))
   write_item_table(tmp_path / "table.tsv", np.arange(num_items), codes)
   repo = Path(__file__).resolve().parents[1]
@@ -403,6 +403,14 @@ def test_train_tool_refit_and_variants(tmp_path):
 
   report, log = train("tune")
   assert not report["refit"] and report["valid_loss"] is not None
+  # The preset's schedule: a validation pass at the end (2 < 2 epochs of
+  # 5 steps), whose model is the written checkpoint.
+  assert report["preset"] == "recall_default"
+  assert report["steps_per_epoch"] == 5 and report["steps_run"] == 2
+  best = report["best_validation"]
+  assert best["step"] == 2 and 0 <= best["metrics"]["recall@10"] <= 1
+  assert ((tmp_path / "tune" / "hf" / "model.safetensors").read_bytes() ==
+          (tmp_path / "tune" / "best" / "model.safetensors").read_bytes())
   assert "40 training / 40 validation sequences" in log
   assert load_sid_softmax(tmp_path / "tune" / "hf") == "level"
   # The regularised variants run through the tool and tell the export.
@@ -428,6 +436,7 @@ def test_train_tool_refit_and_variants(tmp_path):
   refit, log = train("refit", "--refit")
   # The validation item is now trained on, so it can no longer score it.
   assert refit["refit"] and refit["valid_loss"] is None
+  assert refit["best_validation"] is None
   assert "40 training / 0 validation sequences" in log
 
 
@@ -520,3 +529,114 @@ def test_trainer_distills_teacher(tmp_path):
   before = kl_to_teacher()
   trainer.fit(sequences)
   assert kl_to_teacher() < 0.3 * before
+
+
+class _ScriptedValidator:
+  """Returns scripted Recall@10 values and snapshots the weights it saw."""
+
+  def __init__(self, scores):
+    self.scores = list(scores)
+    self.weights = []
+
+  def __call__(self, model):
+    self.weights.append([v.numpy() for v in model.trainable_variables])
+    return {"recall@10": self.scores[len(self.weights) - 1], "ndcg@10": 0.0}
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
+  from tf_genrec.models.qwen2.checkpoint import load_hf_checkpoint
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  sequences = _pattern_sequences(t, n=64)  # 2 steps per epoch
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=2, total_steps=40)
+  train_config = TrainConfig(batch_size=32, optimizer=opt, eval_every=4,
+                             patience=2)
+  work = str(tmp_path / "run")
+  with pytest.raises(ValueError, match="eval_every"):
+    Trainer(_tiny_model(t.vocab_size), t,
+            dataclasses.replace(train_config, eval_every=0),
+            str(tmp_path / "x")).fit(sequences,
+                                     validator=_ScriptedValidator([0.0]))
+  trainer = Trainer(_tiny_model(t.vocab_size), t, train_config, work)
+  # Best at the 2nd validation (step 8); the 3rd and 4th are worse.
+  validator = _ScriptedValidator([0.1, 0.3, 0.2, 0.29, 0.9])
+  trainer.fit(sequences, validator=validator)
+  assert int(trainer.optimizer.step) == 16  # stopped 24 steps early
+  assert len(validator.weights) == 4
+  state = trainer.best_state()
+  assert state["step"] == 8 and state["score"] == 0.3 and state["stopped"]
+  assert [h["step"] for h in state["history"]] == [4, 8, 12, 16]
+  best = load_hf_checkpoint(trainer.best_dir).trainable_variables
+  assert len(best) == len(validator.weights[1])
+  for variable, seen in zip(best, validator.weights[1]):
+    np.testing.assert_allclose(variable.numpy(), seen, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(validator.weights[1][0], validator.weights[3][0])
+
+  # A finished (early-stopped) run is not trained further when re-run.
+  again = Trainer(_tiny_model(t.vocab_size, seed=5), t, train_config, work)
+  again.fit(sequences, validator=_ScriptedValidator([]))
+  assert int(again.optimizer.step) == 16
+
+
+def test_without_patience_training_runs_out_and_validates_the_end(tmp_path):
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  sequences = _pattern_sequences(t, n=64)
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=2, total_steps=10)
+  trainer = Trainer(_tiny_model(t.vocab_size), t,
+                    TrainConfig(batch_size=32, optimizer=opt, eval_every=4),
+                    str(tmp_path / "run"))
+  validator = _ScriptedValidator([0.5, 0.1, 0.2])
+  trainer.fit(sequences, validator=validator)
+  state = trainer.best_state()
+  # Validations at 4, 8 and the final step 10; the first stays the best.
+  assert [h["step"] for h in state["history"]] == [4, 8, 10]
+  assert state["step"] == 4 and not state["stopped"]
+
+
+def test_beam_recall_validator_matches_exhaustive_scoring():
+  """Beam search as wide as the catalogue = every item scored exactly."""
+  from tf_genrec.tables.item_table import ItemTableData
+  from tf_genrec.training.validation import (BeamRecallValidator,
+                                             ValidationConfig)
+  config = graphs.get("ad_recall").graph_config(num_levels=L, codebook_size=K)
+  t = config.template
+  model = _tiny_model(t.vocab_size, seed=3)
+  items = sorted(_PATTERN_CODES)
+  codes = np.array([_PATTERN_CODES[i] for i in items], np.int32)
+  table = ItemTableData(np.array(items, np.int64), codes,
+                        np.zeros(len(items), np.float32))
+  rng = np.random.default_rng(4)
+  histories = [list(rng.integers(0, len(items), int(rng.integers(1, 6))))
+               for _ in range(12)]
+  targets = rng.integers(0, len(items), len(histories))
+  validator = BeamRecallValidator(
+      histories, targets, table, t, max_history=8, sid_softmax="level",
+      config=ValidationConfig(num_users=10, beam_width=64, k=10,
+                              batch_size=4))
+  assert validator.num_users == 10
+  ranked = validator.rank(model)
+
+  # Reference: teacher-forced log-softmax over each level's K codes, summed.
+  users = np.sort(np.random.default_rng(0).choice(12, 10, replace=False))
+  for row, u in enumerate(users):
+    prompt = build_sequences([histories[u] + [0]], _PATTERN_CODES, t, 8)[0][:-L]
+    scores = []
+    for item in items:
+      seq = np.concatenate([prompt, t.sid_tokens(_PATTERN_CODES[item])])
+      logits = model(tf.constant(seq[None]), tf.ones([1, len(seq)],
+                                                      tf.int32)).numpy()[0]
+      total = 0.0
+      for level in range(L):
+        head = logits[len(prompt) - 1 + level,
+                      t.sid_offset + level * K:t.sid_offset + (level + 1) * K]
+        head = head.astype(np.float64)
+        total += head[_PATTERN_CODES[item][level]] - (
+            np.log(np.exp(head - head.max()).sum()) + head.max())
+      scores.append(total)
+    expected = np.array(items)[np.argsort(-np.array(scores),
+                                          kind="stable")[:10]]
+    np.testing.assert_array_equal(ranked[row], expected)
+  metrics = validator(model)
+  hits = [targets[u] in ranked[row] for row, u in enumerate(users)]
+  assert metrics["recall@10"] == pytest.approx(np.mean(hits))

@@ -15,7 +15,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, item_popularity,
-                                   leave_one_out, load_amazon_scientific)
+                                   leave_one_out, load_dataset)
 from tf_genrec.semantic_ids import assign
 from tf_genrec.semantic_ids.embeddings import (combine_embeddings,
                                                count_confidence,
@@ -61,7 +61,7 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 
 def main(argv):
   del argv
-  dataset = load_amazon_scientific(FLAGS.data_dir)
+  dataset = load_dataset(FLAGS.data_dir)
   split = leave_one_out(dataset.histories)
   popularity = item_popularity(split.train, dataset.num_items)
   report = {"collision_mode": FLAGS.collision_mode}

@@ -11,7 +11,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from tf_genrec.data.amazon import DEFAULT_DATA_DIR, load_amazon_scientific
+from tf_genrec.data.amazon import DEFAULT_DATA_DIR, load_dataset
 from tf_genrec.semantic_ids.embeddings import ENCODERS, embed_texts
 
 FLAGS = flags.FLAGS
@@ -28,7 +28,7 @@ flags.DEFINE_integer("limit", 0, "Embed only the first N items (0 = all).")
 
 def main(argv):
   del argv
-  dataset = load_amazon_scientific(FLAGS.data_dir)
+  dataset = load_dataset(FLAGS.data_dir)
   items = dataset.items[:FLAGS.limit] if FLAGS.limit else dataset.items
   texts = [item.text(FLAGS.include_description) for item in items]
   logging.info("encoder %s, %d items, e.g. %r", FLAGS.encoder, len(texts),

@@ -1,4 +1,5 @@
-"""Baselines on amazon-scientific, leave-one-out, full catalogue.
+"""Baselines on a dataset directory (--data_dir, default amazon-scientific),
+leave-one-out, full catalogue.
 
   python -m tools.train_sasrec --output=runs/baselines/report.json
 
@@ -18,7 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, leave_one_out,
-                                   load_amazon_scientific)
+                                   load_dataset)
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
                                             evaluate_scorer, fit_sasrec,
                                             save_sasrec)
@@ -51,7 +52,7 @@ flags.DEFINE_string("model_output", None, "Also saves the chosen model "
 
 def main(argv):
   del argv
-  dataset = load_amazon_scientific(FLAGS.data_dir)
+  dataset = load_dataset(FLAGS.data_dir)
   split = leave_one_out(dataset.histories)
   # A refit model has trained on the validation targets.
   splits = ("test",) if FLAGS.refit else ("valid", "test")

@@ -1,7 +1,13 @@
-"""Amazon Industrial & Scientific (5-core) reader and the leave-one-out split.
+"""Reader of the shared dataset layout and the leave-one-out split.
 
-Item indices in the files are the item ids everywhere in the project. Histories
-are oldest first; the dataset has no timestamps, so positions stand in for time.
+A dataset directory holds `<Name>.inter.json` ({"<user>": [item, ...]} oldest
+first), `<Name>.item.json` ({"<item>": {"title", ...}}) and optionally
+`<Name>.timestamps.json` ({"<user>": [unix seconds, ...]} parallel to the
+interactions); `<Name>` is found from the directory (e.g. amazon-scientific:
+Scientific, amazon-office: Office). Item indices in the files are the item ids
+everywhere in the project. The tools feed positions as the behaviour
+timestamps either way (prompts carry no time); `Dataset.timestamps` is
+there for time-aware splits and features.
 """
 import dataclasses
 import json
@@ -11,8 +17,9 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = "../shared/datasets/amazon-scientific"
-INTER_FILE = "Scientific.inter.json"
-ITEM_FILE = "Scientific.item.json"
+INTER_SUFFIX = ".inter.json"
+ITEM_SUFFIX = ".item.json"
+TIMESTAMPS_SUFFIX = ".timestamps.json"
 # Leave-one-out needs a target for test, one for validation and >= 1 input item.
 MIN_HISTORY = 3
 
@@ -43,6 +50,9 @@ class ItemInfo:
 class Dataset:
   histories: list  # [user id] -> int64 item ids, oldest first
   items: list  # per item id: ItemInfo
+  name: str = ""  # the files' <Name>
+  # [user id] -> int64 unix seconds parallel to histories, or None.
+  timestamps: list = None
 
   @property
   def num_users(self) -> int:
@@ -66,23 +76,59 @@ def _dense_index(mapping: dict, field: str, path: Path) -> list:
   return [mapping[str(k)] for k in keys]
 
 
-def load_amazon_scientific(data_dir=None) -> Dataset:
-  """Reads Scientific.inter.json + Scientific.item.json from `data_dir`."""
+def dataset_name(data_dir=None) -> str:
+  """The <Name> of the one `<Name>.inter.json` in the dataset directory."""
   root = resolve_data_dir(data_dir)
-  with open(root / ITEM_FILE, encoding="utf-8") as f:
-    raw_items = _dense_index(json.load(f), "item", root / ITEM_FILE)
+  names = sorted(p.name[:-len(INTER_SUFFIX)]
+                 for p in root.glob("*" + INTER_SUFFIX))
+  if len(names) != 1:
+    raise ValueError(f"{root}: expected exactly one <Name>{INTER_SUFFIX}, "
+                     f"found {len(names)} ({names})")
+  return names[0]
+
+
+def item_file(data_dir=None) -> Path:
+  """Path of the dataset's `<Name>.item.json` (the item catalogue)."""
+  root = resolve_data_dir(data_dir)
+  return root / (dataset_name(root) + ITEM_SUFFIX)
+
+
+def _load_json_list(path: Path, field: str) -> list:
+  with open(path, encoding="utf-8") as f:
+    return _dense_index(json.load(f), field, path)
+
+
+def load_dataset(data_dir=None) -> Dataset:
+  """Reads <Name>.inter.json, <Name>.item.json (+ <Name>.timestamps.json)."""
+  root = resolve_data_dir(data_dir)
+  name = dataset_name(root)
   items = [ItemInfo(title=r.get("title") or "",
                     description=r.get("description") or "",
                     brand=r.get("brand") or "",
-                    categories=r.get("categories") or "") for r in raw_items]
-  with open(root / INTER_FILE, encoding="utf-8") as f:
-    raw = _dense_index(json.load(f), "user", root / INTER_FILE)
-  histories = [np.asarray(h, np.int64) for h in raw]
+                    categories=r.get("categories") or "")
+           for r in _load_json_list(item_file(root), "item")]
+  inter_path = root / (name + INTER_SUFFIX)
+  histories = [np.asarray(h, np.int64)
+               for h in _load_json_list(inter_path, "user")]
   for user, h in enumerate(histories):
     if h.size and (h.min() < 0 or h.max() >= len(items)):
-      raise ValueError(f"{root / INTER_FILE}: user {user} has an item id "
+      raise ValueError(f"{inter_path}: user {user} has an item id "
                        f"outside [0, {len(items)})")
-  return Dataset(histories=histories, items=items)
+  timestamps = None
+  time_path = root / (name + TIMESTAMPS_SUFFIX)
+  if time_path.exists():
+    timestamps = [np.asarray(t, np.int64)
+                  for t in _load_json_list(time_path, "user")]
+    if len(timestamps) != len(histories):
+      raise ValueError(f"{time_path}: {len(timestamps)} users, "
+                       f"{inter_path.name} has {len(histories)}")
+    for user, (h, t) in enumerate(zip(histories, timestamps)):
+      if len(t) != len(h) or np.any(np.diff(t) < 0):
+        raise ValueError(f"{time_path}: user {user} has {len(t)} timestamps "
+                         f"for {len(h)} items or they decrease; they must be "
+                         "parallel to the interactions, non-decreasing")
+  return Dataset(histories=histories, items=items, name=name,
+                 timestamps=timestamps)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,8 @@ is 1: NDCG@K = 1 / log2(rank + 2) for a 0-based rank < K, else 0.
 """
 import numpy as np
 
-DEFAULT_RECALL_KS = (5, 10, 50)
+# 50-300: the depth a recall stage hands to ranking.
+DEFAULT_RECALL_KS = (5, 10, 50, 100, 300)
 DEFAULT_NDCG_KS = (5, 10)
 
 

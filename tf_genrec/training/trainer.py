@@ -1,5 +1,6 @@
 """Trains a Qwen2 generator on semantic-ID sequences; resumable."""
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -37,7 +38,18 @@ class TrainConfig:
   optimizer: OptimizerConfig = OptimizerConfig()
   checkpoint_every: int = 500
   log_every: int = 50
+  # Early stopping (fit with a validator): a validation every eval_every
+  # steps (0: none); training stops after `patience` validations in a row
+  # without a better score (0: runs to total_steps, still keeping the best).
+  eval_every: int = 0
+  patience: int = 0
   seed: int = 0
+
+  def __post_init__(self):
+    for name in ("eval_every", "patience"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"TrainConfig.{name} must be >= 0, got "
+                         f"{getattr(self, name)}")
 
 
 def sid_logits(model, template: PromptTemplate, hidden, input_ids, mask,
@@ -207,11 +219,54 @@ class Trainer:
               for i in range(0, len(sequences), bs)]
     return float(np.mean(losses))
 
-  def fit(self, sequences, valid_sequences=None):
-    """Trains to optimizer.total_steps; returns the final training SID loss.
+  @property
+  def best_dir(self):
+    """HF checkpoint of the best validation so far (fit with a validator)."""
+    return os.path.join(self.work_dir, "best")
+
+  def _best_state_path(self):
+    return os.path.join(self.work_dir, "best.json")
+
+  def best_state(self):
+    """{"step", "metrics", "score", "waited", "stopped", "history"} or None."""
+    if not os.path.exists(self._best_state_path()):
+      return None
+    with open(self._best_state_path()) as f:
+      return json.load(f)
+
+  def _validate(self, validator, metric, step, state):
+    """Scores the model; keeps it in best_dir if it beats state's best."""
+    metrics = validator(self.model)
+    state = dict(state or {"score": None, "waited": 0, "history": []})
+    state["history"] = state["history"] + [{"step": step, **metrics}]
+    score = metrics[metric]
+    if state["score"] is None or score > state["score"]:
+      self.save_hf(self.best_dir)
+      state.update(step=step, metrics=metrics, score=score, waited=0)
+    else:
+      state["waited"] += 1
+    patience = self.config.patience
+    state["stopped"] = bool(patience and state["waited"] >= patience)
+    # The optimizer state goes with best.json, so a resume continues both.
+    self._manager.save(checkpoint_number=step)
+    with open(self._best_state_path(), "w") as f:
+      json.dump(state, f, indent=1)
+    logging.info("step %d validation %s (best %.4f at step %d, %d without "
+                 "a better one)", step, metrics, state["score"], state["step"],
+                 state["waited"])
+    return state
+
+  def fit(self, sequences, valid_sequences=None, validator=None,
+          metric="recall@10"):
+    """Trains to optimizer.total_steps or an early stop; returns the final
+    training SID loss.
 
     sequences: a list of token arrays, or a callable step -> list giving the
     (e.g. augmented) sequences of the epoch that starts at that step.
+    validator: model -> metrics dict (e.g. validation.BeamRecallValidator),
+    run every config.eval_every steps and at the end; the best model by
+    `metric` is written to best_dir, and config.patience validations without
+    a better one stop training.
     """
     epoch_sequences = sequences if callable(sequences) else (
         lambda step: sequences)
@@ -221,12 +276,16 @@ class Trainer:
                    self._manager.latest_checkpoint,
                    int(self.optimizer.step))
     c = self.config
+    if validator is not None and not c.eval_every:
+      raise ValueError("a validator needs TrainConfig.eval_every > 0")
+    state = self.best_state() if validator is not None else None
     total = c.optimizer.total_steps
     rng = np.random.default_rng(c.seed + int(self.optimizer.step))
     losses, aux_losses = [], []
+    stopped = bool(state and state["stopped"])
     with tqdm(total=total, initial=int(self.optimizer.step),
               desc="train generator", unit="step") as bar:
-      while int(self.optimizer.step) < total:
+      while int(self.optimizer.step) < total and not stopped:
         sequences = epoch_sequences(int(self.optimizer.step))
         # Batches of similar lengths waste less compute on padding.
         order = np.argsort([len(s) for s in sequences], kind="stable")
@@ -249,12 +308,23 @@ class Trainer:
                 for k in sorted(aux))
             logging.info("step %d loss %.4f%s lr %.2e grad_norm %.2f",
                          step + 1, mean, extra, float(lr), float(grad_norm))
-          if (step + 1) % c.checkpoint_every == 0:
+          if validator is not None and ((step + 1) % c.eval_every == 0 or
+                                        step + 1 == total):
+            state = self._validate(validator, metric, step + 1, state)
+            if state["stopped"]:
+              stopped = True
+              break
+          elif (step + 1) % c.checkpoint_every == 0:
             self._manager.save(checkpoint_number=step + 1)
         if valid_sequences:
           logging.info("step %d validation loss %.4f",
                        int(self.optimizer.step),
                        self.evaluate_loss(valid_sequences))
+    if validator is not None and (state is None or
+                                  state["history"][-1]["step"] !=
+                                  int(self.optimizer.step)):
+      state = self._validate(validator, metric, int(self.optimizer.step),
+                             state)
     self._manager.save(checkpoint_number=int(self.optimizer.step))
     return float(np.mean(losses[-c.log_every:])) if losses else float("nan")
 
