@@ -50,7 +50,8 @@ class HSTULayer(tf.keras.layers.Layer):
 
   def output(self, x, attended, u, training=False):
     """x [..., D], attended (A V) and u [..., H, dv] -> Y [..., D]."""
-    merge = lambda t: tf.reshape(t, tf.concat([tf.shape(t)[:-2], [-1]], 0))
+    width = self._config.num_heads * self._config.linear_dim
+    merge = lambda t: tf.reshape(t, tf.concat([tf.shape(t)[:-2], [width]], 0))
     gated = self.attention_norm(merge(attended)) * merge(u)
     return x + self.f2(self.dropout(gated, training=training))
 
