@@ -1,14 +1,16 @@
 """Ready recall-graph definitions, one module per scene.
 
-Each scene module exposes `graph_config(num_levels, codebook_size, **kw)
--> RecallGraphConfig`; `get(name)` finds one by name.
+Each semantic-ID scene module exposes `graph_config(num_levels,
+codebook_size, **kw) -> RecallGraphConfig`, each HSTU scene
+`graph_config(**kw) -> HSTUSceneConfig`; `get(name)` finds one by name.
 """
 import importlib
 
 SCENES = ("ad_recall", "search_recall")
+HSTU_SCENES = ("hstu_retrieval", "hstu_ranking")
 
 
 def get(name):
-  if name not in SCENES:
-    raise ValueError(f"unknown graph {name!r}; known: {SCENES}")
+  if name not in SCENES + HSTU_SCENES:
+    raise ValueError(f"unknown graph {name!r}; known: {SCENES + HSTU_SCENES}")
   return importlib.import_module(f"tf_genrec.graphs.{name}")

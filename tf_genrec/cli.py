@@ -11,6 +11,7 @@ COMMANDS = {
     "build_sids": "build_semantic_ids",
     "train": "train_generator",
     "train_sasrec": "train_sasrec",
+    "train_hstu": "train_hstu",
     "make_random_model": "make_random_model",
     "export": "export",
     "build_engine": "build_engine",

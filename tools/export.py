@@ -3,23 +3,29 @@
   tf-genrec export --graph=ad_recall --checkpoint_dir=runs/demo/generator \
     --item_table=runs/demo/sids/item_table.tsv \
     --export_base_path=runs/demo/models/ad_recall --version=1
+  tf-genrec export --graph=hstu_retrieval --checkpoint_dir=runs/hstu/model \
+    --export_base_path=runs/hstu/models/hstu_retrieval --version=1
 """
 import json
 
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 
 from tf_genrec import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
+from tf_genrec.builders.hstu_export import export_hstu_scene
 from tf_genrec.generation.beam_search import SID_SOFTMAXES
 from tf_genrec.generation.generator import ENGINES
 from tf_genrec.tables.item_table import read_item_table
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("graph", "ad_recall", graphs.SCENES, "Scene in graphs/.")
-flags.DEFINE_string("checkpoint_dir", None, "HF Qwen2 checkpoint directory.")
-flags.DEFINE_string("item_table", None, "item_table.tsv (item -> codes).")
+flags.DEFINE_enum("graph", "ad_recall", graphs.SCENES + graphs.HSTU_SCENES,
+                  "Scene in graphs/.")
+flags.DEFINE_string("checkpoint_dir", None, "HF Qwen2 checkpoint directory; "
+                    "for an HSTU scene, the HSTU model directory.")
+flags.DEFINE_string("item_table", None, "item_table.tsv (item -> codes); "
+                    "not used by HSTU scenes (model row r is item id r).")
 flags.DEFINE_string("export_base_path", None, "Model base path; the "
                     "SavedModel goes to <export_base_path>/<version>.")
 flags.DEFINE_integer("version", 1, "Model version (positive integer).")
@@ -42,8 +48,7 @@ flags.DEFINE_bool("exclude_history", False, "Leave the user's clicked items "
                   "out of the results (the next-ranked items move up).")
 flags.DEFINE_bool("with_profile", False, "ad_recall: profile tokens as a "
                   "context input (context_ids/context_lengths).")
-flags.mark_flags_as_required(["checkpoint_dir", "item_table",
-                              "export_base_path"])
+flags.mark_flags_as_required(["checkpoint_dir", "export_base_path"])
 
 
 def graph_config_from_flags(num_levels):
@@ -76,6 +81,15 @@ def warmup_inputs(config, item_ids):
 
 def main(argv):
   del argv
+  if FLAGS.graph in graphs.HSTU_SCENES:
+    path = export_hstu_scene(FLAGS.graph, FLAGS.checkpoint_dir,
+                             FLAGS.export_base_path, FLAGS.version,
+                             FLAGS.max_history, FLAGS.default_top_n,
+                             FLAGS.model_name)
+    print(json.dumps({"export_dir": path}))
+    return
+  if not FLAGS.item_table:
+    raise app.UsageError(f"--item_table is required for --graph={FLAGS.graph}")
   table = read_item_table(FLAGS.item_table)
   config = graph_config_from_flags(table.num_levels)
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
@@ -89,5 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app
   app.run(main)

@@ -1,0 +1,1 @@
+"""HSTU (Hierarchical Sequential Transduction Units, Zhai et al., ICML 2024)."""
