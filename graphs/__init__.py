@@ -5,7 +5,7 @@ Each scene module exposes `graph_config(num_levels, codebook_size, **kw)
 """
 import importlib
 
-SCENES = ("ad_recall", "search_recall")
+SCENES = ("ad_recall", "search_recall", "ad_recall_multi")
 
 
 def get(name):

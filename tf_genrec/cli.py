@@ -9,9 +9,11 @@ COMMANDS = {
     "build_sids": "build_semantic_ids",
     "train": "train_generator",
     "train_sasrec": "train_sasrec",
+    "train_two_tower": "train_two_tower",
     "make_random_model": "make_random_model",
     "export": "export",
     "evaluate": "evaluate",
+    "evaluate_branches": "evaluate_branches",
     "serve": "serve",
     "client": "client",
 }
