@@ -170,20 +170,23 @@ def multi_branch_export(tmp_path_factory):
   known = assets["item_ids"][np.random.default_rng(1).integers(
       0, len(assets["item_ids"]), inputs["item_ids"].shape)]
   inputs["item_ids"] = np.where(inputs["item_ids"] >= 0, known, -1)
+  # Time order = position order, so the cleaned history is easy to state.
+  inputs["timestamps"] = np.sort(inputs["timestamps"], axis=1)
+  loaded = tf.saved_model.load(path)
+  feeds = {k: tf.constant(v) for k, v in inputs.items()}
+  outputs = {sig: {k: v.numpy() for k, v in loaded.signatures[sig](
+      **feeds).items()} for sig in ("serving_default", BRANCHES_SIGNATURE)}
   return dict(assets=assets, path=path, base=base, inputs=inputs, toy=toy,
               generative=generative, specs=specs, sasrec=sasrec,
-              two_tower=two_tower)
+              two_tower=two_tower, outputs=outputs)
 
 
 def test_merged_equals_merging_separate_branches(multi_branch_export):
   e = multi_branch_export
-  loaded = tf.saved_model.load(e["path"])
-  feeds = {k: tf.constant(v) for k, v in e["inputs"].items()}
-  merged = {k: v.numpy() for k, v in
-            loaded.signatures["serving_default"](**feeds).items()}
-  both = {k: v.numpy() for k, v in
-          loaded.signatures[BRANCHES_SIGNATURE](**feeds).items()}
+  merged = e["outputs"]["serving_default"]
+  both = e["outputs"][BRANCHES_SIGNATURE]
   # Each branch on its own, outside the merged graph.
+  feeds = {k: tf.constant(v) for k, v in e["inputs"].items()}
   gen = e["generative"].recall(**feeds, beam_width=[8], top_n=[12])
   toy = serving_testlib.in_process(e["toy"], dict(e["inputs"], top_n=[4],
                                                   beam_width=[2]))
@@ -211,11 +214,7 @@ def test_classic_branches_match_their_models(multi_branch_export):
   """The in-graph SASRec / two-tower top-k equal the models' own scoring
   of the same (cleaned, here already clean) histories."""
   e = multi_branch_export
-  loaded = tf.saved_model.load(e["path"])
-  inputs = dict(e["inputs"])
-  inputs["timestamps"] = np.sort(inputs["timestamps"], axis=1)
-  both = loaded.signatures[BRANCHES_SIGNATURE](
-      **{k: tf.constant(v) for k, v in inputs.items()})
+  inputs, both = e["inputs"], e["outputs"][BRANCHES_SIGNATURE]
   # BehaviorSequence collapses runs of one item (dedup_mode consecutive).
   histories = [[k for k, _ in itertools.groupby(row[:n])]
                for row, n in zip(inputs["item_ids"], inputs["lengths"])]
@@ -223,7 +222,8 @@ def test_classic_branches_match_their_models(multi_branch_export):
                          ("two_tower", e["two_tower"], 10)):
     scores = model.score(histories)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-    np.testing.assert_allclose(both[f"{name}_scores"].numpy(),
+    np.testing.assert_array_equal(both[f"{name}_item_ids"], top)
+    np.testing.assert_allclose(both[f"{name}_scores"],
                                np.take_along_axis(scores, top, 1), rtol=1e-4,
                                atol=1e-5)
 
@@ -239,9 +239,18 @@ def test_served_by_stock_client(multi_branch_export):
     response = serving_testlib.prediction_stub(channel).Predict(request,
                                                                 timeout=60)
   got = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-  loaded = tf.saved_model.load(e["path"]).signatures["serving_default"]
-  want = {k: v.numpy() for k, v in loaded(
-      **{k: tf.constant(v) for k, v in e["inputs"].items()}).items()}
+  want = e["outputs"]["serving_default"]
   assert set(got) == {"item_ids", "scores", "branch"}
   for k in got:
     np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_canary_config_parses():
+  parsed = serving_config.read_model_server_config(os.path.join(
+      os.path.dirname(__file__), "..", "serving_config",
+      "multi_branch_canary.config"))
+  multi = parsed.model_config_list.config[0]
+  assert dict(multi.version_labels) == {"stable": 3, "canary": 4}
+  assert list(multi.model_version_policy.specific.versions) == [3, 4]
+  assert [c.name for c in parsed.model_config_list.config] == [
+      "ad_recall_multi", "ad_recall", "legacy_recall"]

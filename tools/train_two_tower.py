@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 from absl import app, flags, logging
 
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
@@ -34,6 +35,10 @@ flags.DEFINE_integer("max_epochs", 40, "Upper bound on epochs.")
 flags.DEFINE_integer("patience", 3, "Epochs without validation gain.")
 flags.DEFINE_integer("max_users", 0, "Use only the first N users (0: all).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("item_embeddings_output", None, "Also saves the item "
+                    "tower's [num_items, embedding_dim] .npy (row = item id), "
+                    "e.g. as a collaborative view for build_sids "
+                    "--embeddings.")
 flags.mark_flag_as_required("model_output")
 
 
@@ -53,6 +58,8 @@ def main(argv):
                                    *split.inputs_and_targets("valid"), config,
                                    train)
   save_two_tower(model, FLAGS.model_output)
+  if FLAGS.item_embeddings_output:
+    np.save(FLAGS.item_embeddings_output, model.item_embeddings().numpy())
   report = {"config": dataclasses.asdict(config),
             "train": dataclasses.asdict(train), "epochs_run": len(records),
             **{s: evaluate_scorer(model.score, *split.inputs_and_targets(s))

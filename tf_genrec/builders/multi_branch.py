@@ -228,33 +228,35 @@ class MultiBranchRecallModel(tf.Module):
                         [per_branch[n][1] for n in self.branch_names])
     return merged, per_branch
 
+  @tf.function(input_signature=BEHAVIOR_INPUT_SPECS)
+  def _recall_all(self, item_ids, timestamps, action_types, lengths,
+                  request_time):
+    """Merged outputs + <name>_item_ids / <name>_scores, traced once for
+    both signatures (the serving one drops the per-branch lists)."""
+    merged, per_branch = self.recall(dict(
+        item_ids=item_ids, timestamps=timestamps, action_types=action_types,
+        lengths=lengths, request_time=request_time))
+    out = dict(merged)
+    for name, (ids, scores) in per_branch.items():
+      out[f"{name}_item_ids"] = ids
+      out[f"{name}_scores"] = scores
+    return out
+
   def serving_function(self):
     """serving_default: item_ids, scores, branch [B, N], N = sum(quotas)."""
 
     @tf.function(input_signature=BEHAVIOR_INPUT_SPECS)
     def serve(item_ids, timestamps, action_types, lengths, request_time):
-      return self.recall(dict(item_ids=item_ids, timestamps=timestamps,
-                              action_types=action_types, lengths=lengths,
-                              request_time=request_time))[0]
+      out = self._recall_all(item_ids, timestamps, action_types, lengths,
+                             request_time)
+      return {k: out[k] for k in ("item_ids", "scores", "branch")}
 
     return serve
 
   def extra_signatures(self):
-    """{"branches": merged outputs + <name>_item_ids / <name>_scores}, for
+    """{"branches": merged outputs + each branch's own list}, for
     evaluating each branch alone in the same graph."""
-
-    @tf.function(input_signature=BEHAVIOR_INPUT_SPECS)
-    def branches(item_ids, timestamps, action_types, lengths, request_time):
-      merged, per_branch = self.recall(dict(
-          item_ids=item_ids, timestamps=timestamps, action_types=action_types,
-          lengths=lengths, request_time=request_time))
-      out = dict(merged)
-      for name, (ids, scores) in per_branch.items():
-        out[f"{name}_item_ids"] = ids
-        out[f"{name}_scores"] = scores
-      return out
-
-    return {BRANCHES_SIGNATURE: branches}
+    return {BRANCHES_SIGNATURE: self._recall_all}
 
   def extra_files(self):
     """assets.extra files: the branch names the `branch` output indexes."""
