@@ -8,11 +8,11 @@ log-frequency (logQ) correction for how often an item shows up as an in-batch
 negative.
 """
 import dataclasses
-import json
-import os
 
 import numpy as np
 import tensorflow as tf
+
+from tf_genrec.models.keras_io import load_model, save_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,16 +136,8 @@ def build(model: TwoTower):
 
 def save_two_tower(model: TwoTower, model_dir: str):
   """config.json + weights.npz (Keras weight order) in model_dir."""
-  os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, "config.json"), "w") as f:
-    json.dump(dataclasses.asdict(model.config), f, indent=1)
-  np.savez(os.path.join(model_dir, "weights.npz"), *model.get_weights())
+  save_model(model, model_dir)
 
 
 def load_two_tower(model_dir: str) -> TwoTower:
-  with open(os.path.join(model_dir, "config.json")) as f:
-    model = TwoTower(TwoTowerConfig(**json.load(f)))
-  build(model)
-  with np.load(os.path.join(model_dir, "weights.npz")) as weights:
-    model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
-  return model
+  return load_model(model_dir, TwoTower, TwoTowerConfig, build)
