@@ -6,7 +6,7 @@ codebook_size, **kw) -> RecallGraphConfig`, each HSTU scene
 """
 import importlib
 
-SCENES = ("ad_recall", "search_recall")
+SCENES = ("ad_recall", "search_recall", "ad_recall_multi")
 HSTU_SCENES = ("hstu_retrieval", "hstu_ranking")
 
 

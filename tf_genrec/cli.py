@@ -12,10 +12,12 @@ COMMANDS = {
     "train": "train_generator",
     "train_sasrec": "train_sasrec",
     "train_hstu": "train_hstu",
+    "train_two_tower": "train_two_tower",
     "make_random_model": "make_random_model",
     "export": "export",
     "build_engine": "build_engine",
     "evaluate": "evaluate",
+    "evaluate_branches": "evaluate_branches",
     "serve": "serve",
     "client": "client",
 }

@@ -5,6 +5,9 @@
     --export_base_path=runs/demo/models/ad_recall --version=1
   tf-genrec export --graph=hstu_retrieval --checkpoint_dir=runs/hstu/model \
     --export_base_path=runs/hstu/models/hstu_retrieval --version=1
+
+--graph=ad_recall_multi also needs --branches=<branches.json> (classic
+branches beside the generative one, their quotas; docs/integration.md).
 """
 import json
 
@@ -48,6 +51,8 @@ flags.DEFINE_bool("exclude_history", False, "Leave the user's clicked items "
                   "out of the results (the next-ranked items move up).")
 flags.DEFINE_bool("with_profile", False, "ad_recall: profile tokens as a "
                   "context input (context_ids/context_lengths).")
+flags.DEFINE_string("branches", None, "ad_recall_multi: the branches file "
+                    "(tf_genrec/builders/branch_config.py).")
 flags.mark_flags_as_required(["checkpoint_dir", "export_base_path"])
 
 
@@ -95,6 +100,10 @@ def main(argv):
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
                                   FLAGS.item_table, FLAGS.generator_dtype,
                                   FLAGS.sid_softmax, FLAGS.engine)
+  if FLAGS.graph == "ad_recall_multi":
+    if not FLAGS.branches:
+      raise flags.ValidationError("--graph=ad_recall_multi needs --branches")
+    model = graphs.get(FLAGS.graph).build(config, FLAGS.branches, model)
   path = export_saved_model(model, FLAGS.export_base_path, FLAGS.version,
                             warmup_inputs(config, table.item_ids),
                             FLAGS.model_name)

@@ -14,7 +14,7 @@ def export_saved_model(model, base_path, version, warmup_inputs=(),
   """Writes `base_path/<version>/` with `serving_default` + warmup requests.
 
   Args:
-    model: a GenerativeRecallModel.
+    model: a GenerativeRecallModel or a MultiBranchRecallModel.
     base_path: the model's base path as TF Serving sees it.
     version: positive int; TF Serving loads the numerically largest.
     warmup_inputs: dicts of numpy inputs, written as PredictionLogs that TF
@@ -31,8 +31,15 @@ def export_saved_model(model, base_path, version, warmup_inputs=(),
   # Write to a temporary directory first so a polling server never sees a
   # half-written version.
   tmp_dir = os.path.join(base_path, f".tmp-{int(version)}")
-  tf.saved_model.save(model, tmp_dir,
-                      signatures={"serving_default": model.serving_function()})
+  signatures = {"serving_default": model.serving_function()}
+  # A MultiBranchRecallModel adds its "branches" signature and metadata.
+  signatures.update(getattr(model, "extra_signatures", dict)())
+  tf.saved_model.save(model, tmp_dir, signatures=signatures)
+  for name, text in getattr(model, "extra_files", dict)().items():
+    tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets.extra"))
+    with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets.extra", name),
+                           "w") as f:
+      f.write(text)
   if warmup_inputs:
     write_warmup_requests(tmp_dir, warmup_inputs, model_name)
   tf.io.gfile.rename(tmp_dir, export_dir)

@@ -7,8 +7,6 @@ exported with `--exclude_history`.
 """
 import copy
 import dataclasses
-import json
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +16,7 @@ from tqdm import tqdm
 from tf_genrec.data.amazon import item_popularity
 from tf_genrec.evaluation.metrics import (DEFAULT_NDCG_KS, DEFAULT_RECALL_KS,
                                           evaluate_ranking, top_k_from_scores)
+from tf_genrec.models.keras_io import load_model, save_model
 
 
 def evaluate_scorer(score_fn, histories, targets, recall_ks=DEFAULT_RECALL_KS,
@@ -147,20 +146,13 @@ class SASRec(tf.keras.Model):
 
 def save_sasrec(model: SASRec, model_dir: str):
   """config.json + weights.npz (Keras weight order) in model_dir."""
-  os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, "config.json"), "w") as f:
-    json.dump(dataclasses.asdict(model.config), f, indent=1)
-  np.savez(os.path.join(model_dir, "weights.npz"), *model.get_weights())
+  save_model(model, model_dir)
 
 
 def load_sasrec(model_dir: str) -> SASRec:
   """The SASRec saved by save_sasrec, ready to score."""
-  with open(os.path.join(model_dir, "config.json")) as f:
-    model = SASRec(SASRecConfig(**json.load(f)))
-  model(tf.zeros([1, model.config.max_len], tf.int32))  # creates the weights
-  with np.load(os.path.join(model_dir, "weights.npz")) as weights:
-    model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
-  return model
+  return load_model(model_dir, SASRec, SASRecConfig, lambda m: m(
+      tf.zeros([1, m.config.max_len], tf.int32)))
 
 
 def pad_left(sequences, max_len: int) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""Top-k retrieval over a fixed candidate set: an ABC and its implementations.
+
+A retrieval branch encodes the query (user) and asks a TopK for the k
+candidates with the highest dot product; how the search is done (exact here,
+an ANN index elsewhere) is the TopK's business.
+"""
+import abc
+
+import tensorflow as tf
+
+
+class TopK(tf.Module, abc.ABC):
+  """Finds the k best candidates for each query embedding."""
+
+  @property
+  @abc.abstractmethod
+  def num_candidates(self) -> int:
+    """Candidates in the index (k is capped by it)."""
+
+  @abc.abstractmethod
+  def __call__(self, queries, k: int):
+    """queries [B, D] -> (candidate ids [B, k] int64, scores [B, k]) best
+    first."""
+
+
+class BruteForceTopK(TopK):
+  """Exact search: one [B, D] x [D, M] matmul and tf.math.top_k.
+
+  Fast enough for catalogues up to a few million items on CPU for recall;
+  the candidates are constants of the SavedModel.
+  """
+
+  def __init__(self, candidate_embeddings, candidate_ids=None,
+               name="brute_force_top_k"):
+    super().__init__(name=name)
+    embeddings = tf.convert_to_tensor(candidate_embeddings, tf.float32)
+    if embeddings.shape.rank != 2:
+      raise ValueError(f"candidate_embeddings must be [M, D], got shape "
+                       f"{embeddings.shape}")
+    m = int(embeddings.shape[0])
+    if candidate_ids is None:
+      candidate_ids = tf.range(m, dtype=tf.int64)
+    candidate_ids = tf.convert_to_tensor(candidate_ids, tf.int64)
+    if candidate_ids.shape != (m,):
+      raise ValueError(f"candidate_ids must be [M={m}], got shape "
+                       f"{candidate_ids.shape}")
+    self._embeddings = tf.Variable(embeddings, trainable=False,
+                                   name="embeddings")
+    self._ids = tf.Variable(candidate_ids, trainable=False, name="ids")
+
+  @property
+  def num_candidates(self) -> int:
+    return int(self._ids.shape[0])
+
+  def __call__(self, queries, k: int):
+    scores = tf.matmul(queries, self._embeddings, transpose_b=True)
+    scores, index = tf.math.top_k(scores, min(int(k), self.num_candidates))
+    return tf.gather(self._ids, index), scores
