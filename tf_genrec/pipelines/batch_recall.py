@@ -41,7 +41,8 @@ def batch_recall(pipeline, users_pattern, saved_model_dir, output_prefix,
       | "InputHistory" >> beam.Map(input_history, history)
       | "Recall" >> RunInference(KeyedModelHandler(RecallModelHandler(
           saved_model_dir, beam_width, top_n, batch_size)))
-      | "Format" >> beam.MapTuple(lambda user_id, result: records.recall_to_json(
-          user_id, *result.inference))
+      | "Format" >> beam.MapTuple(
+          lambda user_id, result: records.recall_to_json(user_id,
+                                                         *result.inference))
       | "Write" >> beam.io.WriteToText(output_prefix, file_name_suffix=".jsonl",
                                        num_shards=num_shards))
