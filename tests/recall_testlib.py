@@ -23,6 +23,14 @@ def tiny_recall_assets(root):
   config = graphs.get("ad_recall").graph_config(
       num_levels=L, codebook_size=K, max_history=6, max_beam_width=16,
       default_beam_width=8, default_top_n=20)
+  ckpt = str(root / "ckpt")
+  tiny_generator_checkpoint(ckpt, config)
+  return dict(root=root, item_ids=item_ids, codes=codes, priority=priority,
+              table_path=table_path, config=config, ckpt=ckpt)
+
+
+def tiny_generator_checkpoint(path, config):
+  """A random 2-layer Qwen2 sized for the graph config's vocabulary."""
   model = Qwen2ForCausalLM(Qwen2Config(
       vocab_size=config.template.vocab_size, hidden_size=32,
       intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -31,10 +39,7 @@ def tiny_recall_assets(root):
   for v in model.trainable_variables:
     if len(v.shape) > 1:
       v.assign(v * 20.0)
-  ckpt = str(root / "ckpt")
-  save_hf_checkpoint(model, ckpt)
-  return dict(root=root, item_ids=item_ids, codes=codes, priority=priority,
-              table_path=table_path, config=config, ckpt=ckpt)
+  save_hf_checkpoint(model, path)
 
 
 def random_recall_requests(a, rng, batch):

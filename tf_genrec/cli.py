@@ -20,6 +20,9 @@ COMMANDS = {
     "evaluate_branches": "evaluate_branches",
     "serve": "serve",
     "client": "client",
+    "beam_build_sids": "beam_build_sids",
+    "beam_batch_recall": "beam_batch_recall",
+    "capacity_plan": "capacity_plan",
 }
 
 # Set to 1 to see TensorFlow's start-up lines (CUDA probes, CPU features).

@@ -16,6 +16,7 @@ do not share a Python interpreter. Requests come from --request_generator
 by default random histories in the recall model's signature.
 """
 import importlib
+import json
 import os
 import re
 import signal
@@ -53,6 +54,11 @@ flags.DEFINE_float("latency_budget_ms", 100.0,
 flags.DEFINE_string("plot", "", "PNG path for latency vs throughput.")
 flags.DEFINE_integer("server_intra_op_threads", 0,
                      "--tensorflow_intra_op_parallelism of the server.")
+flags.DEFINE_integer("beam_width", 0, "beam_width of every request (0: the "
+                     "model's default).")
+flags.DEFINE_string("json_output", "", "Also write the figures, the server's "
+                    "peak RSS and the model's size as JSON here (the input "
+                    "of tools/capacity_plan.py).")
 flags.mark_flag_as_required("model_base_path")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,6 +173,33 @@ def overhead_pairs(stub, servable, inputs, requests, seconds):
   return np.array(local), np.array(served)
 
 
+def _peak_rss_bytes(pid):
+  """VmHWM of a live process (Linux): the memory a replica needs."""
+  with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) * 1024
+  return None
+
+
+def _write_json(path, results, peak_rss, servable):
+  model_bytes = sum(os.path.getsize(os.path.join(d, name))
+                    for d, _, names in os.walk(servable.path) for name in names)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"model_base_path": os.path.abspath(FLAGS.model_base_path),
+               "model_name": FLAGS.model_name, "version": servable.version,
+               "saved_model_bytes": model_bytes,
+               "beam_width": FLAGS.beam_width,
+               "rows_per_request": FLAGS.rows_per_request,
+               "seconds_per_level": FLAGS.seconds_per_level,
+               "server_intra_op_threads": FLAGS.server_intra_op_threads,
+               "cpu_count": os.cpu_count(),
+               "modes": {mode: {"levels": rows,
+                                "server_peak_rss_bytes": peak_rss[mode]}
+                         for mode, rows in results.items()}}, f, indent=2)
+  logging.info("wrote %s", path)
+
+
 def _plot(results, path):
   import matplotlib
   matplotlib.use("Agg")
@@ -202,13 +235,17 @@ def main(argv):
   generate = _generator()
   inputs = [generate(rng, FLAGS.rows_per_request)
             for _ in range(FLAGS.num_distinct_requests)]
+  if FLAGS.beam_width:
+    for x in inputs:
+      x["beam_width"] = np.full([FLAGS.rows_per_request], FLAGS.beam_width,
+                                np.int32)
   requests = [client_lib.build_predict_request(x, FLAGS.model_name)
               for x in inputs]
   levels = [int(c) for c in FLAGS.concurrency]
   servable = load_in_process()
   for feed in inputs[:20]:  # Warm-up.
     servable.run(servable.signature(""), feed)
-  results, overhead = {}, None
+  results, overhead, peak_rss = {}, None, {}
   progress = tqdm(total=len(FLAGS.modes) * len(levels), desc="levels")
   for mode in FLAGS.modes:
     process, port = start_server(batching=mode == "on")
@@ -233,6 +270,7 @@ def main(argv):
         logging.info("batching %s: %s", mode, row)
         progress.update()
       results[mode] = rows
+      peak_rss[mode] = _peak_rss_bytes(process.pid)
       channel.close()
     finally:
       process.send_signal(signal.SIGTERM)
@@ -257,6 +295,8 @@ def main(argv):
           f"ms: server overhead {served_p50 - local_p50:.2f} ms")
   if FLAGS.plot:
     _plot(results, FLAGS.plot)
+  if FLAGS.json_output:
+    _write_json(FLAGS.json_output, results, peak_rss, servable)
 
 
 if __name__ == "__main__":

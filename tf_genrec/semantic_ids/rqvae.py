@@ -175,6 +175,21 @@ class RQVAE(tf.Module):
     self.codebooks.assign(books)
     return reset
 
+  def get_state(self) -> dict:
+    """Weights as numpy arrays: small, picklable, to ship a trained model
+    to other processes (e.g. Beam workers, tf_genrec/pipelines)."""
+    return {"encoder": self.encoder.get_weights(),
+            "decoder": self.decoder.get_weights(),
+            "codebooks": self.codebooks.numpy()}
+
+  @classmethod
+  def from_state(cls, config: RQVAEConfig, state: dict) -> "RQVAE":
+    model = cls(config)
+    model.encoder.set_weights(state["encoder"])
+    model.decoder.set_weights(state["decoder"])
+    model.codebooks.assign(state["codebooks"])
+    return model
+
   def encode_codes(self, x, batch_size=4096) -> np.ndarray:
     """[N, input_dim] -> [N, L] int32 codes."""
     out = []

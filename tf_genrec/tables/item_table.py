@@ -21,6 +21,13 @@ class ItemTableData:
     return self.codes.shape[1]
 
 
+def format_item_line(item_id, codes, priority) -> str:
+  """One line of the file (without the newline); also what sharded writers
+  (tf_genrec/pipelines) emit, so every shard is an item table itself."""
+  return (f"{int(item_id)}\t{' '.join(str(int(c)) for c in codes)}\t"
+          f"{np.float32(priority):.9g}")
+
+
 def write_item_table(path, item_ids, codes, priority=None):
   item_ids = np.asarray(item_ids, np.int64)
   codes = np.asarray(codes, np.int64)
@@ -35,7 +42,7 @@ def write_item_table(path, item_ids, codes, priority=None):
               if priority is None else np.asarray(priority, np.float32))
   with open(path, "w", encoding="utf-8") as f:
     for item, row, p in zip(item_ids, codes, priority):
-      f.write(f"{item}\t{' '.join(map(str, row))}\t{p:.9g}\n")
+      f.write(format_item_line(item, row, p) + "\n")
 
 
 def read_item_table(path) -> ItemTableData:
