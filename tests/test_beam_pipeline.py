@@ -18,7 +18,7 @@ from apache_beam.testing.util import assert_that
 from tf_genrec import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
-from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.data.amazon import leave_one_out, load_dataset
 from tf_genrec.evaluation.saved_model_recall import (history_requests,
                                                      recall_saved_model)
 from tf_genrec.pipelines import records
@@ -66,7 +66,7 @@ def _direct():
 
 @pytest.fixture(scope="module")
 def dataset():
-  return load_amazon_scientific()
+  return load_dataset()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import os
 import apache_beam as beam
 from absl import app, flags, logging
 
-from tf_genrec.data.amazon import DEFAULT_DATA_DIR, load_amazon_scientific
+from tf_genrec.data.amazon import DEFAULT_DATA_DIR, load_dataset
 from tf_genrec.pipelines import records
 from tf_genrec.pipelines.batch_recall import HISTORIES, batch_recall
 from tf_genrec.pipelines.runner import local_pipeline_options
@@ -42,7 +42,7 @@ flags.mark_flag_as_required("saved_model_dir")
 
 def main(argv):
   users = FLAGS.users or records.write_dataset_jsonl(
-      load_amazon_scientific(FLAGS.data_dir),
+      load_dataset(FLAGS.data_dir),
       os.path.join(FLAGS.output_dir, "input"))[1]
   prefix = os.path.join(FLAGS.output_dir, "recall")
   with beam.Pipeline(options=local_pipeline_options(argv[1:])) as pipeline:

@@ -20,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 from absl import app, flags, logging
 
-from tf_genrec.data.amazon import DEFAULT_DATA_DIR, load_amazon_scientific
+from tf_genrec.data.amazon import DEFAULT_DATA_DIR, load_dataset
 from tf_genrec.pipelines import records
 from tf_genrec.pipelines.build_sids import (METRICS_NAMESPACE,
                                             BuildSidsOptions, build_sids)
@@ -57,7 +57,7 @@ def main(argv):
   items, users = FLAGS.items, FLAGS.users
   if not (items and users):
     items, users = records.write_dataset_jsonl(
-        load_amazon_scientific(FLAGS.data_dir),
+        load_dataset(FLAGS.data_dir),
         os.path.join(FLAGS.output_dir, "input"))
   options = BuildSidsOptions(
       rqvae=RQVAEConfig(num_levels=FLAGS.num_levels,

@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags, logging
 
-from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.data.amazon import leave_one_out, load_dataset
 from tf_genrec.evaluation.branch_recall import (branch_names, branch_report,
                                                 rank_branches)
 
@@ -37,7 +37,7 @@ flags.mark_flag_as_required("saved_model_dir")
 
 def main(argv):
   del argv
-  split = leave_one_out(load_amazon_scientific(FLAGS.data_dir).histories)
+  split = leave_one_out(load_dataset(FLAGS.data_dir).histories)
   inputs, targets = split.inputs_and_targets(FLAGS.split)
   if FLAGS.max_users:
     inputs, targets = inputs[:FLAGS.max_users], targets[:FLAGS.max_users]

@@ -20,7 +20,7 @@ import time
 from absl import app, flags, logging
 
 from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, leave_one_out,
-                                   load_amazon_scientific)
+                                   load_dataset)
 from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
                                             evaluate_scorer, fit_sasrec)
 from tf_genrec.models.hstu.config import HSTUConfig
@@ -60,7 +60,7 @@ flags.DEFINE_integer("beam_width", 256, "Beam width of the generative model.")
 
 def main(argv):
   del argv
-  dataset = load_amazon_scientific(FLAGS.data_dir)
+  dataset = load_dataset(FLAGS.data_dir)
   split = leave_one_out(dataset.histories)
   both = {s: split.inputs_and_targets(s) for s in ("valid", "test")}
   report = {}

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
+from tf_genrec.data.amazon import leave_one_out, load_dataset
 from tf_genrec.evaluation.baselines import evaluate_scorer
 from tf_genrec.models.two_tower.model import TwoTowerConfig, save_two_tower
 from tf_genrec.models.two_tower.trainer import (TwoTowerTrainConfig,
@@ -44,7 +44,7 @@ flags.mark_flag_as_required("model_output")
 
 def main(argv):
   del argv
-  dataset = load_amazon_scientific(FLAGS.data_dir)
+  dataset = load_dataset(FLAGS.data_dir)
   histories = dataset.histories[:FLAGS.max_users or None]
   split = leave_one_out(histories)
   config = TwoTowerConfig(
