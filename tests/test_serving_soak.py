@@ -15,8 +15,8 @@ def test_short_soak_fails_no_request_across_version_swaps(tmp_path):
   subprocess.run(
       [sys.executable, "-m", "tools.soak", f"--source_version_dir={source}",
        f"--model_base_path={tmp_path / 'models'}", "--model_name=toy",
-       "--clients=6", "--minutes=0.25", "--new_version_every_s=3",
-       "--bucket_s=5", "--warmup_s=5", "--max_history=8",
+       "--clients=6", "--minutes=0.15", "--new_version_every_s=2",
+       "--bucket_s=3", "--warmup_s=3", "--max_history=8",
        "--num_distinct_requests=8", f"--output_json={report_path}",
        f"--plot={tmp_path / 'soak.png'}"],
       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), check=True,
