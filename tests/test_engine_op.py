@@ -211,7 +211,9 @@ def test_exported_recall_model_with_cpu_engine_matches_tf(tmp_path):
                                   engine="cpu")
   path = export_saved_model(model, str(tmp_path / "cpu"), 1)
   del model
-  served = tf.saved_model.load(path).signatures["serving_default"](**inputs)
+  # Keep the loaded object: it owns the engine (destroyed when collected).
+  loaded = tf.saved_model.load(path)
+  served = loaded.signatures["serving_default"](**inputs)
   for key in ("item_ids", "semantic_ids"):
     np.testing.assert_array_equal(served[key], native[key])
   np.testing.assert_allclose(served["scores"], native["scores"], atol=TOL,
