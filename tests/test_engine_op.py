@@ -196,25 +196,25 @@ def test_savedmodel_owns_its_engine(tmp_path):
 
 def test_exported_recall_model_with_cpu_engine_matches_tf(tmp_path):
   """`--engine=cpu` through the whole recall path: the exported SavedModel
-  (serving_default) returns the items of the TF-native export."""
+  (serving_default) returns the items of the TF-native recall model."""
   a = tiny_recall_assets(tmp_path)
-  outputs = {}
-  for engine in ("tf", "cpu"):
-    model = build_generative_recall(a["config"], a["ckpt"], a["table_path"],
-                                    engine=engine)
-    path = export_saved_model(model, str(tmp_path / engine), 1)
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    ids = np.asarray([a["item_ids"][:3], a["item_ids"][3:6]], np.int64)
-    outputs[engine] = serve(
-        item_ids=tf.constant(ids),
-        timestamps=tf.constant([[1, 2, 3]] * 2, tf.int64),
-        action_types=tf.zeros([2, 3], tf.int32),
-        lengths=tf.constant([3, 2]),
-        request_time=tf.constant([9, 9], tf.int64),
-        beam_width=tf.constant([4, 16]))
-  np.testing.assert_array_equal(outputs["cpu"]["item_ids"],
-                                outputs["tf"]["item_ids"])
-  np.testing.assert_array_equal(outputs["cpu"]["semantic_ids"],
-                                outputs["tf"]["semantic_ids"])
-  np.testing.assert_allclose(outputs["cpu"]["scores"], outputs["tf"]["scores"],
-                             atol=TOL, rtol=0)
+  ids = np.asarray([a["item_ids"][:3], a["item_ids"][3:6]], np.int64)
+  inputs = dict(item_ids=tf.constant(ids),
+                timestamps=tf.constant([[1, 2, 3]] * 2, tf.int64),
+                action_types=tf.zeros([2, 3], tf.int32),
+                lengths=tf.constant([3, 2]),
+                request_time=tf.constant([9, 9], tf.int64),
+                beam_width=tf.constant([4, 16]), top_n=tf.constant([5, 20]))
+  native = build_generative_recall(a["config"], a["ckpt"], a["table_path"],
+                                   engine="tf").recall(**inputs)
+  model = build_generative_recall(a["config"], a["ckpt"], a["table_path"],
+                                  engine="cpu")
+  path = export_saved_model(model, str(tmp_path / "cpu"), 1)
+  del model
+  # Keep the loaded object: it owns the engine (destroyed when collected).
+  loaded = tf.saved_model.load(path)
+  served = loaded.signatures["serving_default"](**inputs)
+  for key in ("item_ids", "semantic_ids"):
+    np.testing.assert_array_equal(served[key], native[key])
+  np.testing.assert_allclose(served["scores"], native["scores"], atol=TOL,
+                             rtol=0)

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <fstream>
 #include <limits>
 #include <thread>
@@ -213,6 +214,84 @@ absl::Status ReadModel(const std::string& filename, EngineConfig* config,
   return absl::OkStatus();
 }
 
+// The engine's one thread pool: ParallelFor(n, fn) runs fn(0..n-1) on the
+// calling thread and the workers. Each index runs on one thread start to
+// finish, so a request's arithmetic never depends on the pool.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_workers) {
+    for (int i = 0; i < num_workers; ++i) {
+      workers_.emplace_back([this] { Work(); });
+    }
+  }
+
+  ~ThreadPool() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+      work_cv_.SignalAll();
+    }
+    for (auto& w : workers_) w.join();
+  }
+
+  void ParallelFor(int n, const std::function<void(int)>& fn) {
+    {
+      absl::MutexLock lock(&mu_);
+      fn_ = &fn;
+      n_ = n;
+      next_ = 0;
+      done_ = 0;
+      ++generation_;
+      work_cv_.SignalAll();
+    }
+    RunTasks();
+    absl::MutexLock lock(&mu_);
+    while (done_ != n_) done_cv_.Wait(&mu_);
+    fn_ = nullptr;
+  }
+
+ private:
+  // Takes indices of the current ParallelFor until none is left.
+  void RunTasks() {
+    while (true) {
+      int i;
+      const std::function<void(int)>* fn;
+      {
+        absl::MutexLock lock(&mu_);
+        if (fn_ == nullptr || next_ >= n_) return;
+        i = next_++;
+        fn = fn_;
+      }
+      (*fn)(i);
+      absl::MutexLock lock(&mu_);
+      if (++done_ == n_) done_cv_.Signal();
+    }
+  }
+
+  void Work() {
+    int64_t seen = 0;
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        while (!stop_ && generation_ == seen) work_cv_.Wait(&mu_);
+        if (stop_) return;
+        seen = generation_;
+      }
+      RunTasks();
+    }
+  }
+
+  absl::Mutex mu_;
+  absl::CondVar work_cv_, done_cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  const std::function<void(int)>* fn_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int n_ ABSL_GUARDED_BY(mu_) = 0;
+  int next_ ABSL_GUARDED_BY(mu_) = 0;
+  int done_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::thread> workers_;
+};
+
 // One request in the engine: queued, then alive for num_levels steps.
 struct Active {
   RequestId id;
@@ -230,8 +309,12 @@ struct Active {
 
 class CpuEngine : public Engine {
  public:
-  CpuEngine(const EngineConfig& config, Model model, SemanticIdTrie trie)
-      : Engine(config), model_(std::move(model)), trie_(std::move(trie)) {
+  CpuEngine(const EngineConfig& config, Model model, SemanticIdTrie trie,
+            int num_threads)
+      : Engine(config),
+        model_(std::move(model)),
+        trie_(std::move(trie)),
+        pool_(num_threads - 1) {
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -378,10 +461,9 @@ class CpuEngine : public Engine {
   // weights stay cache-hot, then the finished ones are answered.
   void RunStep() {
     int64_t step_tokens = 0;
-    for (auto& a : running_) {
-      step_tokens += a->rows();
-      Forward(a.get());
-    }
+    for (auto& a : running_) step_tokens += a->rows();
+    pool_.ParallelFor(running_.size(),
+                      [this](int i) { Forward(running_[i].get()); });
     std::vector<ActivePtr> finished;
     for (auto it = running_.begin(); it != running_.end();) {
       if ((*it)->search.done()) {
@@ -650,7 +732,8 @@ class CpuEngine : public Engine {
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   // Owned by the scheduler thread.
   std::deque<ActivePtr> running_;
-  std::thread thread_;
+  ThreadPool pool_;
+  std::thread thread_;  // last: started after everything it uses
 };
 
 }  // namespace
@@ -663,9 +746,16 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpuEngine(
   absl::StatusOr<SemanticIdTrie> trie =
       SemanticIdTrie::FromCodes(sids, config.num_levels, config.codebook_size);
   if (!trie.ok()) return trie.status();
-  if (num_threads > 0) scipy_openblas_set_num_threads(num_threads);
-  return std::unique_ptr<Engine>(
-      new CpuEngine(config, std::move(model), *std::move(trie)));
+  // OpenBLAS's own threads busy-wait between calls: on a loaded machine
+  // each of a step's many small products then waits for a time slice
+  // (measured 10-30x slower at 2 threads). So it runs single-threaded and
+  // the engine's pool runs a step's requests in parallel instead.
+  scipy_openblas_set_num_threads(1);
+  if (num_threads <= 0) {
+    num_threads = std::max(1u, std::thread::hardware_concurrency());
+  }
+  return std::unique_ptr<Engine>(new CpuEngine(
+      config, std::move(model), *std::move(trie), num_threads));
 }
 
 }  // namespace tf_genrec

@@ -118,7 +118,8 @@ max_beam_width: W_max (<= 1024); max_prompt_len: longest accepted prompt.
 sid_softmax: per-level normalisation the model was trained with.
 max_queued_requests: rows waiting or running at once; more is
   RESOURCE_EXHAUSTED. max_step_tokens: tokens per scheduler step.
-num_threads: OpenBLAS threads (process-wide), 0 = its default.
+num_threads: threads running a step's requests in parallel (0: one per
+  core); OpenBLAS itself is set single-threaded.
 )doc");
 
 class GenerationEngineOp : public ResourceOpKernel<GenerationEngineResource> {
