@@ -168,9 +168,8 @@ class BehaviorSequenceOp : public OpKernel {
         bool sorted = true;
         for (int32_t t = 0; t < lengths_v(b); ++t) {
           if (ids(b, t) < 0 || ts(b, t) > now(b)) continue;
-          if (max_age_seconds_ > 0 && Age(now(b), ts(b, t)) >
-                                          static_cast<uint64_t>(
-                                              max_age_seconds_))
+          if (max_age_seconds_ > 0 &&
+              Age(now(b), ts(b, t)) > static_cast<uint64_t>(max_age_seconds_))
             continue;
           if (!allowed_.empty() && !allowed_.contains(actions(b, t))) continue;
           if (!kept.empty() && ts(b, kept.back()) > ts(b, t)) sorted = false;
