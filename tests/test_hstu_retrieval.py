@@ -101,7 +101,7 @@ def trained():
   model, history = train_hstu_retrieval(
       train, train, targets, NUM_ITEMS, config,
       HSTUTrainConfig(learning_rate=1e-2, batch_size=64, num_negatives=16,
-                      temperature=0.1, max_epochs=12, eval_every=4,
+                      temperature=0.1, max_epochs=8, eval_every=4,
                       stochastic_length_alpha=1.5))
   return model, history, train, targets
 

@@ -83,7 +83,23 @@ class HistoryEvents(tf.Module):
             tf.reduce_sum(tf.cast(known, tf.int32), axis=1))
 
 
-class HSTURetrievalModel(tf.Module):
+class _HSTUServable(tf.Module):
+  """What both scenes hold: the config, the behaviour stage and the model
+  (its variables tracked, the Keras object not; see _Untracked)."""
+
+  def __init__(self, config: HSTUSceneConfig, model, item_ids):
+    super().__init__(name=config.name)
+    self._config = config
+    self._keras = _Untracked(model)
+    self.model_variables = list(model.variables)
+    self.events = HistoryEvents(config, item_ids)
+
+  @property
+  def model(self):
+    return self._keras.model
+
+
+class HSTURetrievalModel(_HSTUServable):
   """Scene hstu_retrieval over an HSTURetrieval model.
 
   item_ids[row] is the item id of model row `row`; top_k defaults to exact
@@ -91,23 +107,15 @@ class HSTURetrievalModel(tf.Module):
   """
 
   def __init__(self, config: HSTUSceneConfig, model, item_ids, top_k=None):
-    super().__init__(name=config.name)
     if len(item_ids) != model.num_items:
       raise ValueError(f"{len(item_ids)} item ids for a model of "
                        f"{model.num_items} items")
     if config.behavior.max_len > model.config.max_len:
       raise ValueError(f"behavior.max_len {config.behavior.max_len} > the "
                        f"model's max_len {model.config.max_len}")
-    self._config = config
-    self._keras = _Untracked(model)
-    self.model_variables = list(model.variables)
-    self.events = HistoryEvents(config, item_ids)
+    super().__init__(config, model, item_ids)
     self.item_ids = tf.constant(np.asarray(item_ids, np.int64))
     self.top_k = top_k or BruteForceMIPS(model.item_vectors())
-
-  @property
-  def model(self):
-    return self._keras.model
 
   def recall(self, item_ids, timestamps, action_types, lengths, request_time,
              top_n=None):
@@ -137,23 +145,15 @@ class HSTURetrievalModel(tf.Module):
     return serve
 
 
-class HSTURankingModel(tf.Module):
+class HSTURankingModel(_HSTUServable):
   """Scene hstu_ranking over an HSTURanking model: outputs one [B, C] score
   (probability) per task, named by the task; UNSCORED for unknown ids."""
 
   def __init__(self, config: HSTUSceneConfig, model, item_ids):
-    super().__init__(name=config.name)
     if config.behavior.max_len > model.max_history:
       raise ValueError(f"behavior.max_len {config.behavior.max_len} > the "
                        f"model's max history {model.max_history}")
-    self._config = config
-    self._keras = _Untracked(model)
-    self.model_variables = list(model.variables)
-    self.events = HistoryEvents(config, item_ids)
-
-  @property
-  def model(self):
-    return self._keras.model
+    super().__init__(config, model, item_ids)
 
   def rank(self, item_ids, timestamps, action_types, lengths, request_time,
            candidate_item_ids):

@@ -5,7 +5,6 @@ Both expose `score(histories) -> [len(histories), num_items]` so that
 rankable unless `exclude_history` is set, which matches a recall model
 exported with `--exclude_history`.
 """
-import copy
 import dataclasses
 
 import numpy as np
@@ -14,6 +13,7 @@ from absl import logging
 from tqdm import tqdm
 
 from tf_genrec.data.amazon import item_popularity
+from tf_genrec.evaluation.early_stopping import ValidationEarlyStopping
 from tf_genrec.evaluation.metrics import (DEFAULT_NDCG_KS, DEFAULT_RECALL_KS,
                                           evaluate_ranking, top_k_from_scores)
 from tf_genrec.models.keras_io import load_model, save_model
@@ -202,7 +202,7 @@ def train_sasrec(train_histories, valid_histories, valid_targets,
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss
 
-  best, best_weights, waited, history = -1.0, None, 0, []
+  stopper, history = ValidationEarlyStopping(select_metric, config.patience), []
   progress = tqdm(range(config.max_epochs), desc="sasrec", unit="epoch")
   for epoch in progress:
     order = rng.permutation(len(inputs))
@@ -212,27 +212,19 @@ def train_sasrec(train_histories, valid_histories, valid_targets,
       losses.append(float(train_step(tf.constant(inputs[rows]),
                                      tf.constant(targets[rows]))))
     record = {"epoch": epoch, "loss": float(np.mean(losses))}
+    history.append(record)
     if valid_histories is None:
       progress.set_postfix(loss=f"{record['loss']:.3f}")
     elif (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.max_epochs:
       metrics = evaluate_scorer(model.score, valid_histories, valid_targets)
       record["valid"] = metrics
-      if metrics[select_metric] > best:
-        best, waited = metrics[select_metric], 0
-        best_weights = copy.deepcopy(model.get_weights())
-      else:
-        waited += 1
       logging.info("epoch %d loss %.4f valid %s", epoch, record["loss"],
                    metrics)
       progress.set_postfix(loss=f"{record['loss']:.3f}",
                            **{select_metric: f"{metrics[select_metric]:.4f}"})
-    history.append(record)
-    if waited >= config.patience:
-      logging.info("early stop at epoch %d, best valid %s %.4f", epoch,
-                   select_metric, best)
-      break
-  if best_weights is not None:
-    model.set_weights(best_weights)
+      if stopper.update(epoch, metrics, model):
+        break
+  stopper.restore_best(model)
   return model, history
 
 

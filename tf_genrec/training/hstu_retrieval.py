@@ -3,7 +3,6 @@
 Every position of a training history predicts the next item; validation
 picks the epoch (early stopping on NDCG@10), the test split is never seen.
 """
-import copy
 import dataclasses
 
 import numpy as np
@@ -12,6 +11,7 @@ from absl import logging
 from tqdm import tqdm
 
 from tf_genrec.evaluation.baselines import evaluate_scorer
+from tf_genrec.evaluation.early_stopping import ValidationEarlyStopping
 from tf_genrec.models.hstu.config import HSTUConfig
 from tf_genrec.models.hstu.retrieval import (HSTURetrieval, pad_right,
                                              sampled_softmax_loss)
@@ -81,7 +81,7 @@ def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss
 
-  best, best_weights, waited, history = -1.0, None, 0, []
+  stopper, history = ValidationEarlyStopping(select_metric, tc.patience), []
   progress = tqdm(range(tc.max_epochs), desc="hstu", unit="epoch")
   for epoch in progress:
     # Stochastic length draws new subsamples every epoch.
@@ -99,23 +99,16 @@ def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
           tf.constant(inputs[rows, :width]), tf.constant(targets[rows, :width]),
           tf.constant(negatives, tf.int32))))
     record = {"epoch": epoch, "loss": float(np.mean(losses))}
-    if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.max_epochs:
-      metrics = evaluate_scorer(model.score, valid_histories, valid_targets)
-      record["valid"] = metrics
-      if metrics[select_metric] > best:
-        best, waited = metrics[select_metric], 0
-        best_weights = copy.deepcopy(model.get_weights())
-      else:
-        waited += 1
-      logging.info("epoch %d loss %.4f valid %s", epoch, record["loss"],
-                   metrics)
-      progress.set_postfix(loss=f"{record['loss']:.3f}",
-                           **{select_metric: f"{metrics[select_metric]:.4f}"})
     history.append(record)
-    if waited >= tc.patience:
-      logging.info("early stop at epoch %d, best valid %s %.4f", epoch,
-                   select_metric, best)
-      break
-  if best_weights is not None:
-    model.set_weights(best_weights)
+    if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.max_epochs:
+      record["valid"] = evaluate_scorer(model.score, valid_histories,
+                                        valid_targets)
+      logging.info("epoch %d loss %.4f valid %s", epoch, record["loss"],
+                   record["valid"])
+      progress.set_postfix(
+          loss=f"{record['loss']:.3f}",
+          **{select_metric: f"{record['valid'][select_metric]:.4f}"})
+      if stopper.update(epoch, record["valid"], model):
+        break
+  stopper.restore_best(model)
   return model, history
