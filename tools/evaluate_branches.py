@@ -17,7 +17,7 @@ from absl import app, flags, logging
 
 from tf_genrec.data.amazon import leave_one_out, load_dataset
 from tf_genrec.evaluation.branch_recall import (branch_names, branch_report,
-                                                rank_branches)
+                                                rank_branches, remerge)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Dataset directory (default: "
