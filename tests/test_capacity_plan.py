@@ -33,7 +33,7 @@ def test_replicas_and_memory_by_hand():
   assert (on["qps_per_replica"], on["clients"], on["replicas"]) == (60.0, 4,
                                                                    35)
   assert on["total_rss_gib"] == pytest.approx(35 * 600 / 1024)
-  assert off["model"] == "small" and off["saved_model_mib"] == 10.0
+  assert off["model"] == "models/small" and off["saved_model_mib"] == 10.0
 
 
 def test_budget_not_met_and_option_errors():
@@ -54,5 +54,5 @@ def test_cli_prints_the_table():
       [sys.executable, "-m", "tools.capacity_plan", f"--benchmarks={FIXTURE}",
        "--target_qps=1000", "--utilization=0.5"],
       cwd=REPO, capture_output=True, text=True, check=True).stdout
-  assert "| small | 10.0 | 16 | off | 45.0 (2) | 46 | 512 | 23.0 |" in out
-  assert "| small | 10.0 | 16 | on | 60.0 (4) | 35 | 600 | 20.5 |" in out
+  assert "| models/small | 10.0 | 16 | off | 45.0 (2) | 46 | 512 | 23.0 |" in out
+  assert "| models/small | 10.0 | 16 | on | 60.0 (4) | 35 | 600 | 20.5 |" in out

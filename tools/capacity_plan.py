@@ -56,7 +56,9 @@ def plan(benchmark: dict, target_qps: float, latency_budget_ms: float,
     replicas = (math.ceil(target_qps / (capacity * utilization))
                 + spare_replicas if capacity else None)
     rows.append({
-        "model": os.path.basename(benchmark["model_base_path"].rstrip("/")),
+        # The base path's last two parts: e.g. "small/models".
+        "model": "/".join(os.path.normpath(
+            benchmark["model_base_path"]).split(os.sep)[-2:]),
         "saved_model_mib": benchmark["saved_model_bytes"] / MIB,
         "beam_width": benchmark["beam_width"],
         "batching": mode,
