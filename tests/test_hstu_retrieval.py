@@ -14,8 +14,7 @@ from tf_genrec.builders.hstu import (UNSCORED, HSTURankingModel,
                                      HSTURetrievalModel)
 from tf_genrec.models.hstu.config import HSTUConfig
 from tf_genrec.models.hstu.ranking import HSTURanking, RankingTasks
-from tf_genrec.models.hstu.retrieval import (HSTURetrieval,
-                                             load_hstu_retrieval,
+from tf_genrec.models.hstu.retrieval import (load_hstu_retrieval,
                                              sampled_softmax_loss,
                                              save_hstu_retrieval)
 from tf_genrec.models.hstu.stochastic_length import (sequentialize,

@@ -194,7 +194,6 @@ def _plot(report, path):
 
 def soak():
   """Runs the soak; returns the report dict."""
-  import grpc  # pylint: disable=unused-import  (fail early if missing)
   from tf_genrec.serving import client_lib
   base = os.path.abspath(FLAGS.model_base_path)
   shutil.rmtree(base, ignore_errors=True)
