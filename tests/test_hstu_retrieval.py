@@ -19,7 +19,7 @@ from tf_genrec.models.hstu.retrieval import (load_hstu_retrieval,
                                              save_hstu_retrieval)
 from tf_genrec.models.hstu.stochastic_length import (sequentialize,
                                                      stochastic_length)
-from tf_genrec.models.hstu.top_k import BruteForceMIPS
+from tf_genrec.models.top_k import BruteForceTopK
 from tf_genrec.serving import config as serving_config
 from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
                                                train_hstu_retrieval)
@@ -75,7 +75,7 @@ def test_brute_force_mips_is_exact():
   rng = np.random.default_rng(1)
   items = rng.normal(size=(50, 8)).astype(np.float32)
   queries = rng.normal(size=(3, 8)).astype(np.float32)
-  rows, scores = BruteForceMIPS(items)(tf.constant(queries), 5)
+  rows, scores = BruteForceTopK(items)(tf.constant(queries), 5)
   expected = np.argsort(-(queries @ items.T), axis=1)[:, :5]
   np.testing.assert_array_equal(rows.numpy(), expected)
 

@@ -30,7 +30,7 @@ from tf_genrec.builders.multi_branch import (GenerativeBranch,
 from tf_genrec.builders.stages import BehaviorFeatures
 from tf_genrec.evaluation.baselines import load_sasrec
 from tf_genrec.models.two_tower.model import load_two_tower
-from tf_genrec.models.two_tower.top_k import BruteForceTopK
+from tf_genrec.models.top_k import BruteForceTopK
 
 BRANCH_KINDS = ("generative", "two_tower", "sasrec", "saved_model")
 # Which keys each kind needs / may have besides name, kind, quota, top_n.

@@ -12,7 +12,7 @@ from tf_genrec.builders.hstu_config import HSTUSceneConfig
 from tf_genrec.builders.recall_model import (BEHAVIOR_INPUT_SPECS,
                                              GenerativeRecallModel)
 from tf_genrec.builders.stages import BehaviorFeatures
-from tf_genrec.models.hstu.top_k import BruteForceMIPS
+from tf_genrec.models.top_k import BruteForceTopK
 
 TOP_N_SPEC = tf.TensorSpec([None], tf.int32, "top_n")
 CANDIDATES_SPEC = tf.TensorSpec([None, None], tf.int64, "candidate_item_ids")
@@ -114,8 +114,7 @@ class HSTURetrievalModel(_HSTUServable):
       raise ValueError(f"behavior.max_len {config.behavior.max_len} > the "
                        f"model's max_len {model.config.max_len}")
     super().__init__(config, model, item_ids)
-    self.item_ids = tf.constant(np.asarray(item_ids, np.int64))
-    self.top_k = top_k or BruteForceMIPS(model.item_vectors())
+    self.top_k = top_k or BruteForceTopK(model.item_vectors(), item_ids)
 
   def recall(self, item_ids, timestamps, action_types, lengths, request_time,
              top_n=None):
@@ -127,10 +126,9 @@ class HSTURetrievalModel(_HSTUServable):
     users = self.model.user_vectors(
         tokens, times if self.model.config.time_bias else None)
     k = tf.minimum(tf.reduce_max(top_n), self.model.num_items)
-    rows, scores = self.top_k(users, k)
+    ids, scores = self.top_k(users, k)
     keep = tf.range(k)[tf.newaxis] < top_n[:, tf.newaxis]
-    return {"item_ids": tf.where(keep, tf.gather(self.item_ids, rows),
-                                 tf.constant(-1, tf.int64)),
+    return {"item_ids": tf.where(keep, ids, tf.constant(-1, tf.int64)),
             "scores": tf.where(keep, scores, float("-inf"))}
 
   def serving_function(self):

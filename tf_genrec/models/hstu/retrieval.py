@@ -4,7 +4,7 @@ Item id i is token i + 1 (0 pads); sequences are right-padded, oldest first,
 so a row's last valid position is lengths - 1. The user vector is the
 L2-normalised encoder state there; an item's score is the cosine with its
 L2-normalised embedding (the same table embeds the input items), so serving
-is maximum inner-product search over the catalogue (top_k.py).
+is maximum inner-product search over the catalogue (tf_genrec/models/top_k.py).
 """
 import dataclasses
 import numpy as np

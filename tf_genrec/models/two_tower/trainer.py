@@ -4,7 +4,6 @@ Every prefix of a training history predicts its next item (the user tower
 sees the last max_len items of the prefix); validation Recall@50 over the
 full catalogue picks the epoch, as SASRec's early stopping does.
 """
-import copy
 import dataclasses
 
 import numpy as np
@@ -14,6 +13,7 @@ from tqdm import tqdm
 
 from tf_genrec.data.amazon import item_popularity
 from tf_genrec.evaluation.baselines import evaluate_scorer
+from tf_genrec.evaluation.early_stopping import ValidationEarlyStopping
 from tf_genrec.models.two_tower.model import (TwoTower, TwoTowerConfig, build,
                                               right_pad)
 
@@ -71,7 +71,8 @@ def train_two_tower(train_histories, valid_histories, valid_targets,
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss
 
-  best, best_weights, waited, records = -1.0, None, 0, []
+  stopper = ValidationEarlyStopping(train.select_metric, train.patience)
+  records = []
   progress = tqdm(range(train.max_epochs), desc="two_tower", unit="epoch")
   for epoch in progress:
     order = rng.permutation(len(targets))
@@ -89,14 +90,7 @@ def train_two_tower(train_histories, valid_histories, valid_targets,
     progress.set_postfix(loss=f"{records[-1]['loss']:.3f}",
                          **{train.select_metric:
                             f"{metrics[train.select_metric]:.4f}"})
-    if metrics[train.select_metric] > best:
-      best, waited = metrics[train.select_metric], 0
-      best_weights = copy.deepcopy(model.get_weights())
-    else:
-      waited += 1
-      if waited >= train.patience:
-        logging.info("early stop at epoch %d, best %s %.4f", epoch,
-                     train.select_metric, best)
-        break
-  model.set_weights(best_weights)
+    if stopper.update(epoch, metrics, model):
+      break
+  stopper.restore_best(model)
   return model, records

@@ -1,8 +1,9 @@
-"""Top-k retrieval over a fixed candidate set: an ABC and its implementations.
+"""Top-k retrieval over a fixed candidate set: the TopK ABC and exact search.
 
-A retrieval branch encodes the query (user) and asks a TopK for the k
-candidates with the highest dot product; how the search is done (exact here,
-an ANN index elsewhere) is the TopK's business.
+Every embedding-retrieval branch (two-tower, SASRec, HSTU) encodes the user
+and asks a TopK for the k candidates with the highest inner product; how the
+search is done (exact here, an ANN index such as ScaNN elsewhere) is the
+TopK's business, so an index slots in without touching the model.
 """
 import abc
 
@@ -18,9 +19,9 @@ class TopK(tf.Module, abc.ABC):
     """Candidates in the index (k is capped by it)."""
 
   @abc.abstractmethod
-  def __call__(self, queries, k: int):
-    """queries [B, D] -> (candidate ids [B, k] int64, scores [B, k]) best
-    first."""
+  def __call__(self, queries, k):
+    """queries [B, D], k (int or scalar tensor) -> (candidate ids
+    [B, min(k, num_candidates)] int64, scores [B, ...] float32), best first."""
 
 
 class BruteForceTopK(TopK):
@@ -52,7 +53,8 @@ class BruteForceTopK(TopK):
   def num_candidates(self) -> int:
     return int(self._ids.shape[0])
 
-  def __call__(self, queries, k: int):
+  def __call__(self, queries, k):
     scores = tf.matmul(queries, self._embeddings, transpose_b=True)
-    scores, index = tf.math.top_k(scores, min(int(k), self.num_candidates))
+    k = tf.minimum(tf.cast(k, tf.int32), self.num_candidates)
+    scores, index = tf.math.top_k(scores, k)
     return tf.gather(self._ids, index), scores
