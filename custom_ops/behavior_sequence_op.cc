@@ -95,8 +95,9 @@ class BehaviorSequenceOp : public OpKernel {
     allowed_.insert(allowed.begin(), allowed.end());
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_age_seconds", &max_age_seconds_));
     OP_REQUIRES(ctx, max_age_seconds_ >= 0,
-                absl::InvalidArgumentError(absl::StrCat("max_age_seconds=", max_age_seconds_,
-                                        " must be >= 0 (0 = no limit)")));
+                absl::InvalidArgumentError(
+                    absl::StrCat("max_age_seconds=", max_age_seconds_,
+                                 " must be >= 0 (0 = no limit)")));
     std::string mode;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("dedup_mode", &mode));
     dedup_ = mode == "none"          ? DedupMode::kNone
@@ -112,8 +113,9 @@ class BehaviorSequenceOp : public OpKernel {
     const Tensor& lengths = ctx->input(3);
     const Tensor& request_time = ctx->input(4);
     OP_REQUIRES(ctx, item_ids.dims() == 2,
-                absl::InvalidArgumentError(absl::StrCat("item_ids must be [B, T], got shape ",
-                                        item_ids.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("item_ids must be [B, T], got shape ",
+                                 item_ids.shape().DebugString())));
     OP_REQUIRES(ctx, timestamps.shape() == item_ids.shape(),
                 absl::InvalidArgumentError(absl::StrCat(
                     "timestamps shape ", timestamps.shape().DebugString(),
@@ -125,27 +127,27 @@ class BehaviorSequenceOp : public OpKernel {
     const int64_t batch = item_ids.dim_size(0);
     const int64_t num_events = item_ids.dim_size(1);
     OP_REQUIRES(ctx, lengths.dims() == 1 && lengths.dim_size(0) == batch,
-                absl::InvalidArgumentError(absl::StrCat("lengths must be [B=", batch,
-                                        "], got shape ",
-                                        lengths.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("lengths must be [B=", batch, "], got shape ",
+                                 lengths.shape().DebugString())));
     OP_REQUIRES(ctx,
                 request_time.dims() == 1 && request_time.dim_size(0) == batch,
-                absl::InvalidArgumentError(absl::StrCat("request_time must be [B=", batch,
-                                        "], got shape ",
-                                        request_time.shape().DebugString())));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "request_time must be [B=", batch, "], got shape ",
+                    request_time.shape().DebugString())));
     auto lengths_v = lengths.vec<int32_t>();
     for (int64_t b = 0; b < batch; ++b) {
       OP_REQUIRES(ctx, lengths_v(b) >= 0 && lengths_v(b) <= num_events,
-                  absl::InvalidArgumentError(absl::StrCat("lengths[", b, "]=", lengths_v(b),
-                                          " is outside [0, T=", num_events,
-                                          "]")));
+                  absl::InvalidArgumentError(
+                      absl::StrCat("lengths[", b, "]=", lengths_v(b),
+                                   " is outside [0, T=", num_events, "]")));
     }
 
     Tensor* history = nullptr;
     Tensor* history_lengths = nullptr;
     Tensor* num_dropped = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, max_len_}),
-                                             &history));
+    OP_REQUIRES_OK(
+        ctx, ctx->allocate_output(0, TensorShape({batch, max_len_}), &history));
     OP_REQUIRES_OK(
         ctx, ctx->allocate_output(1, TensorShape({batch}), &history_lengths));
     OP_REQUIRES_OK(ctx,

@@ -14,13 +14,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/resource_op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/platform/env.h"
-#include "absl/synchronization/mutex.h"
 #include "tensorflow/core/util/work_sharder.h"
 
 namespace tensorflow {
@@ -71,7 +71,8 @@ class ItemTableResource : public ResourceBase {
       }
       return absl::FailedPreconditionError(absl::StrCat(
           "item table was already initialised with different content; "
-          "filename=", filename));
+          "filename=",
+          filename));
     }
     item_ids_ = std::move(item_ids);
     codes_ = std::move(codes);
@@ -84,9 +85,9 @@ class ItemTableResource : public ResourceBase {
   absl::Status CheckInitialized() const {
     absl::ReaderMutexLock lock(&mu_);
     if (!initialized_) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "item table is not initialised; run its init op "
-          "(GenrecItemTableInitFromFile) first"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("item table is not initialised; run its init op "
+                       "(GenrecItemTableInitFromFile) first"));
     }
     return absl::OkStatus();
   }
@@ -130,7 +131,8 @@ class ItemTableResource : public ResourceBase {
   }
 
   absl::Status Parse(const std::string& filename, const std::string& content,
-                     std::vector<int64_t>* item_ids, std::vector<int32_t>* codes,
+                     std::vector<int64_t>* item_ids,
+                     std::vector<int32_t>* codes,
                      std::vector<float>* priority) const {
     absl::flat_hash_map<int64_t, int64_t> line_of_item;
     const char* p = content.c_str();
@@ -141,9 +143,9 @@ class ItemTableResource : public ResourceBase {
       const std::string line(p, eol);  // NUL-terminated for strto*
       p = eol + 1;
       auto bad = [&](const std::string& what) {
-        return absl::InvalidArgumentError(absl::StrCat(filename, ":", line_no, ": ", what,
-                                       " in line \"", line.substr(0, 200),
-                                       "\""));
+        return absl::InvalidArgumentError(
+            absl::StrCat(filename, ":", line_no, ": ", what, " in line \"",
+                         line.substr(0, 200), "\""));
       };
       const size_t tab1 = line.find('\t');
       const size_t tab2 =
@@ -177,17 +179,17 @@ class ItemTableResource : public ResourceBase {
           return bad(absl::StrCat("code ", level, " is not an integer"));
         }
         if (code < 0 || code >= codebook_size_ || errno == ERANGE) {
-          return bad(absl::StrCat("code ", level, "=", code,
-                                  " is outside [0, codebook_size=",
-                                  codebook_size_, ")"));
+          return bad(absl::StrCat(
+              "code ", level, "=", code,
+              " is outside [0, codebook_size=", codebook_size_, ")"));
         }
         if (level < num_levels_) codes->push_back(static_cast<int32_t>(code));
         ++level;
         c = parsed_end;
       }
       if (level != num_levels_) {
-        return bad(absl::StrCat("got ", level, " codes, num_levels=",
-                                num_levels_));
+        return bad(
+            absl::StrCat("got ", level, " codes, num_levels=", num_levels_));
       }
       const char* pr = s + tab2 + 1;
       const float prio = strtof(pr, &parsed_end);
@@ -298,10 +300,10 @@ class ItemTableOp : public ResourceOpKernel<ItemTableResource> {
   absl::Status VerifyResource(ItemTableResource* resource) override {
     if (resource->num_levels() != num_levels_ ||
         resource->codebook_size() != codebook_size_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shared item table ", resource->DebugString(),
-          " does not match num_levels=", num_levels_,
-          ", codebook_size=", codebook_size_));
+      return absl::InvalidArgumentError(
+          absl::StrCat("shared item table ", resource->DebugString(),
+                       " does not match num_levels=", num_levels_,
+                       ", codebook_size=", codebook_size_));
     }
     return absl::OkStatus();
   }
@@ -344,15 +346,15 @@ class ItemTableInitFromFileOp : public OpKernel {
     OP_REQUIRES_OK(ctx, LookupResource(ctx, HandleFromInput(ctx, 0), &table));
     const Tensor& filename = ctx->input(1);
     OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(filename.shape()),
-                absl::InvalidArgumentError(absl::StrCat("filename must be a scalar, got shape ",
-                                        filename.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("filename must be a scalar, got shape ",
+                                 filename.shape().DebugString())));
     OP_REQUIRES_OK(ctx, table->InitFromFile(filename.scalar<tstring>()()));
   }
 };
 
-REGISTER_KERNEL_BUILDER(
-    Name("GenrecItemTableInitFromFile").Device(DEVICE_CPU),
-    ItemTableInitFromFileOp);
+REGISTER_KERNEL_BUILDER(Name("GenrecItemTableInitFromFile").Device(DEVICE_CPU),
+                        ItemTableInitFromFileOp);
 
 REGISTER_OP("GenrecItemTableSize")
     .Input("table: resource")
@@ -433,26 +435,27 @@ class SemanticIdLookupOp : public OpKernel {
     core::RefCountPtr<ItemTableResource> table;
     OP_REQUIRES_OK(ctx, LookupTable(ctx, &table));
     OP_REQUIRES(ctx, table->num_levels() == num_levels_,
-                absl::InvalidArgumentError(absl::StrCat("num_levels=", num_levels_,
-                                        " != table num_levels=",
-                                        table->num_levels())));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "num_levels=", num_levels_,
+                    " != table num_levels=", table->num_levels())));
     const Tensor& item_ids = ctx->input(1);
     const Tensor& lengths = ctx->input(2);
     OP_REQUIRES(ctx, item_ids.dims() == 2,
-                absl::InvalidArgumentError(absl::StrCat("item_ids must be [B, T], got shape ",
-                                        item_ids.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("item_ids must be [B, T], got shape ",
+                                 item_ids.shape().DebugString())));
     const int64_t batch = item_ids.dim_size(0);
     const int64_t num_items = item_ids.dim_size(1);
     OP_REQUIRES(ctx, lengths.dims() == 1 && lengths.dim_size(0) == batch,
-                absl::InvalidArgumentError(absl::StrCat("lengths must be [B=", batch,
-                                        "], got shape ",
-                                        lengths.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("lengths must be [B=", batch, "], got shape ",
+                                 lengths.shape().DebugString())));
     auto lengths_v = lengths.vec<int32_t>();
     for (int64_t b = 0; b < batch; ++b) {
       OP_REQUIRES(ctx, lengths_v(b) >= 0 && lengths_v(b) <= num_items,
-                  absl::InvalidArgumentError(absl::StrCat("lengths[", b, "]=", lengths_v(b),
-                                          " is outside [0, T=", num_items,
-                                          "]")));
+                  absl::InvalidArgumentError(
+                      absl::StrCat("lengths[", b, "]=", lengths_v(b),
+                                   " is outside [0, T=", num_items, "]")));
     }
     auto ids = item_ids.matrix<int64_t>();
     if (!drop_missing_) {
@@ -460,16 +463,16 @@ class SemanticIdLookupOp : public OpKernel {
         for (int32_t t = 0; t < lengths_v(b); ++t) {
           OP_REQUIRES(ctx, table->Find(ids(b, t)) != nullptr,
                       absl::InvalidArgumentError(absl::StrCat(
-                          "item_ids[", b, ",", t, "]=", ids(b, t),
-                          " (row ", b, ") is not in the item table")));
+                          "item_ids[", b, ",", t, "]=", ids(b, t), " (row ", b,
+                          ") is not in the item table")));
         }
       }
     }
     Tensor* codes = nullptr;
     Tensor* out_lengths = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            0, TensorShape({batch, num_items, num_levels_}),
-                            &codes));
+    OP_REQUIRES_OK(
+        ctx, ctx->allocate_output(
+                 0, TensorShape({batch, num_items, num_levels_}), &codes));
     OP_REQUIRES_OK(ctx,
                    ctx->allocate_output(1, TensorShape({batch}), &out_lengths));
     int32_t* out = codes->flat<int32_t>().data();
@@ -554,28 +557,29 @@ class CodesToItemsOp : public OpKernel {
     const Tensor& top_n_t = ctx->input(3);
     const int num_levels = table->num_levels();
     OP_REQUIRES(ctx, codes.dims() == 3 && codes.dim_size(2) == num_levels,
-                absl::InvalidArgumentError(absl::StrCat("codes must be [B, W, L=", num_levels,
-                                        "], got shape ",
-                                        codes.shape().DebugString())));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "codes must be [B, W, L=", num_levels, "], got shape ",
+                    codes.shape().DebugString())));
     const int64_t batch = codes.dim_size(0);
     const int64_t width = codes.dim_size(1);
     OP_REQUIRES(ctx,
                 beam_scores.dims() == 2 && beam_scores.dim_size(0) == batch &&
                     beam_scores.dim_size(1) == width,
-                absl::InvalidArgumentError(absl::StrCat("beam_scores must be [B=", batch,
-                                        ", W=", width, "], got shape ",
-                                        beam_scores.shape().DebugString())));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "beam_scores must be [B=", batch, ", W=", width,
+                    "], got shape ", beam_scores.shape().DebugString())));
     OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(top_n_t.shape()),
-                absl::InvalidArgumentError(absl::StrCat("top_n must be a scalar, got shape ",
-                                        top_n_t.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("top_n must be a scalar, got shape ",
+                                 top_n_t.shape().DebugString())));
     const int32_t top_n = top_n_t.scalar<int32_t>()();
     OP_REQUIRES(ctx, top_n >= 1 && top_n <= kMaxTopN,
-                absl::InvalidArgumentError(absl::StrCat("top_n=", top_n, " is outside [1, ",
-                                        kMaxTopN, "]")));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "top_n=", top_n, " is outside [1, ", kMaxTopN, "]")));
     Tensor* item_ids = nullptr;
     Tensor* scores = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, top_n}),
-                                             &item_ids));
+    OP_REQUIRES_OK(
+        ctx, ctx->allocate_output(0, TensorShape({batch, top_n}), &item_ids));
     OP_REQUIRES_OK(
         ctx, ctx->allocate_output(1, TensorShape({batch, top_n}), &scores));
     const int32_t* codes_p = codes.flat<int32_t>().data();

@@ -93,41 +93,44 @@ class PromptAssembleOp : public OpKernel {
     const Tensor& context_ids = ctx->input(2);
     const Tensor& context_lengths = ctx->input(3);
     OP_REQUIRES(ctx, codes.dims() == 3,
-                absl::InvalidArgumentError(absl::StrCat("codes must be [B, T, L], got shape ",
-                                        codes.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("codes must be [B, T, L], got shape ",
+                                 codes.shape().DebugString())));
     const int64_t batch = codes.dim_size(0);
     const int64_t num_items = codes.dim_size(1);
     const int64_t num_levels = codes.dim_size(2);
     OP_REQUIRES(ctx, num_levels >= 1,
-                absl::InvalidArgumentError(absl::StrCat("codes must have L >= 1 levels, got "
-                                        "shape ",
-                                        codes.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("codes must have L >= 1 levels, got "
+                                 "shape ",
+                                 codes.shape().DebugString())));
     // The largest token must fit in int32_t (divided, not multiplied: a
     // zero-size codes tensor may declare any L).
-    OP_REQUIRES(ctx,
-                num_levels <= (std::numeric_limits<int32_t>::max() -
-                               sid_offset_) / codebook_size_,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "sid_offset=", sid_offset_, " + L=", num_levels,
-                    " * codebook_size=", codebook_size_, " overflows int32")));
+    OP_REQUIRES(
+        ctx,
+        num_levels <= (std::numeric_limits<int32_t>::max() - sid_offset_) /
+                          codebook_size_,
+        absl::InvalidArgumentError(absl::StrCat(
+            "sid_offset=", sid_offset_, " + L=", num_levels,
+            " * codebook_size=", codebook_size_, " overflows int32")));
     const int64_t vocab_size = sid_offset_ + num_levels * codebook_size_;
     OP_REQUIRES(ctx,
                 codes_lengths.dims() == 1 && codes_lengths.dim_size(0) == batch,
-                absl::InvalidArgumentError(absl::StrCat("codes_lengths must be [B=", batch,
-                                        "], got shape ",
-                                        codes_lengths.shape().DebugString())));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "codes_lengths must be [B=", batch, "], got shape ",
+                    codes_lengths.shape().DebugString())));
     OP_REQUIRES(ctx,
                 context_ids.dims() == 2 && context_ids.dim_size(0) == batch,
-                absl::InvalidArgumentError(absl::StrCat("context_ids must be [B=", batch,
-                                        ", C], got shape ",
-                                        context_ids.shape().DebugString())));
+                absl::InvalidArgumentError(absl::StrCat(
+                    "context_ids must be [B=", batch, ", C], got shape ",
+                    context_ids.shape().DebugString())));
     const int64_t context_width = context_ids.dim_size(1);
-    OP_REQUIRES(ctx,
-                context_lengths.dims() == 1 &&
-                    context_lengths.dim_size(0) == batch,
-                absl::InvalidArgumentError(absl::StrCat("context_lengths must be [B=", batch,
-                                        "], got shape ",
-                                        context_lengths.shape().DebugString())));
+    OP_REQUIRES(
+        ctx,
+        context_lengths.dims() == 1 && context_lengths.dim_size(0) == batch,
+        absl::InvalidArgumentError(
+            absl::StrCat("context_lengths must be [B=", batch, "], got shape ",
+                         context_lengths.shape().DebugString())));
     auto hist_len = codes_lengths.vec<int32_t>();
     auto ctx_len = context_lengths.vec<int32_t>();
     auto codes_t = codes.tensor<int32_t, 3>();
@@ -141,21 +144,21 @@ class PromptAssembleOp : public OpKernel {
     int64_t longest = 0;
     for (int64_t b = 0; b < batch; ++b) {
       OP_REQUIRES(ctx, hist_len(b) >= 0 && hist_len(b) <= num_items,
-                  absl::InvalidArgumentError(absl::StrCat("codes_lengths[", b, "]=",
-                                          hist_len(b), " is outside [0, T=",
-                                          num_items, "]")));
+                  absl::InvalidArgumentError(
+                      absl::StrCat("codes_lengths[", b, "]=", hist_len(b),
+                                   " is outside [0, T=", num_items, "]")));
       OP_REQUIRES(ctx, ctx_len(b) >= 0 && ctx_len(b) <= context_width,
-                  absl::InvalidArgumentError(absl::StrCat("context_lengths[", b, "]=",
-                                          ctx_len(b), " is outside [0, C=",
-                                          context_width, "]")));
+                  absl::InvalidArgumentError(
+                      absl::StrCat("context_lengths[", b, "]=", ctx_len(b),
+                                   " is outside [0, C=", context_width, "]")));
       for (int32_t t = 0; t < hist_len(b); ++t) {
         for (int64_t l = 0; l < num_levels; ++l) {
           const int32_t code = codes_t(b, t, l);
-          OP_REQUIRES(ctx, code >= 0 && code < codebook_size_,
-                      absl::InvalidArgumentError(absl::StrCat(
-                          "codes[", b, ",", t, ",", l, "]=", code,
-                          " is outside [0, codebook_size=", codebook_size_,
-                          ")")));
+          OP_REQUIRES(
+              ctx, code >= 0 && code < codebook_size_,
+              absl::InvalidArgumentError(absl::StrCat(
+                  "codes[", b, ",", t, ",", l, "]=", code,
+                  " is outside [0, codebook_size=", codebook_size_, ")")));
         }
       }
       for (int32_t i = 0; i < ctx_len(b); ++i) {
@@ -163,7 +166,8 @@ class PromptAssembleOp : public OpKernel {
                     absl::InvalidArgumentError(absl::StrCat(
                         "context_ids[", b, ",", i, "]=", context(b, i),
                         " is outside the vocabulary [0, sid_offset + L * "
-                        "codebook_size=", vocab_size, ")")));
+                        "codebook_size=",
+                        vocab_size, ")")));
       }
       const int64_t base = fixed + ctx_len(b);
       // n items cost n * L + (n - 1) * |separator| tokens.
@@ -178,15 +182,14 @@ class PromptAssembleOp : public OpKernel {
                         " (", n, " items, ", ctx_len(b),
                         " context tokens) > max_prompt_len=", max_prompt_len_,
                         "; set truncate=True to drop the oldest items")));
-        OP_REQUIRES(ctx, base <= max_prompt_len_,
-                    absl::InvalidArgumentError(absl::StrCat(
-                        "prompt of row ", b, " has length ", base,
-                        " without any history item (", ctx_len(b),
-                        " context tokens) > max_prompt_len=",
-                        max_prompt_len_)));
+        OP_REQUIRES(
+            ctx, base <= max_prompt_len_,
+            absl::InvalidArgumentError(absl::StrCat(
+                "prompt of row ", b, " has length ", base,
+                " without any history item (", ctx_len(b),
+                " context tokens) > max_prompt_len=", max_prompt_len_)));
         // Largest n with base + n*item_cost - |sep| <= max_prompt_len.
-        n = (max_prompt_len_ - base + sep_len) /
-            item_cost;
+        n = (max_prompt_len_ - base + sep_len) / item_cost;
       }
       first_item[b] = hist_len(b) - n;
       prompt_len[b] = length_with(n);
@@ -215,7 +218,7 @@ class PromptAssembleOp : public OpKernel {
           }
           for (int64_t l = 0; l < num_levels; ++l) {
             *p++ = static_cast<int32_t>(sid_offset_ + l * codebook_size_ +
-                                      codes_t(b, t, l));
+                                        codes_t(b, t, l));
           }
         }
         std::copy(suffix_.begin(), suffix_.end(), p);

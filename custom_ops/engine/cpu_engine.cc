@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <thread>
 #include <utility>
@@ -38,7 +38,7 @@ struct Layer {
 
 struct Model {
   Dims d;
-  std::vector<float> embed;        // [V, H]
+  std::vector<float> embed;  // [V, H]
   std::vector<Layer> layers;
   std::vector<float> level_heads;  // [L, K, H], final norm folded in
   std::vector<float> inv_freq;     // [D / 2] RoPE frequencies
@@ -46,11 +46,11 @@ struct Model {
 
 // C[m, n] = A[m, k] @ B (B [k, n] row-major with leading dim ldb, or its
 // transpose [n, k] when trans_b).
-void Gemm(int m, int n, int k, const float* a, int lda, const float* b,
-          int ldb, bool trans_b, float* c, int ldc) {
+void Gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+          bool trans_b, float* c, int ldc) {
   scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
-                    lda, b, ldb, 0.0f, c, ldc);
+                    trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda,
+                    b, ldb, 0.0f, c, ldc);
 }
 
 // x * rsqrt(mean(x^2) + eps); the weight is folded into the next kernel.
@@ -79,8 +79,8 @@ class FileReader {
     out->resize(count);
     in_.read(reinterpret_cast<char*>(out->data()), count * sizeof(T));
     if (!in_) {
-      return absl::DataLossError(absl::StrCat("engine file ", filename_,
-                                              " ends inside ", what));
+      return absl::DataLossError(
+          absl::StrCat("engine file ", filename_, " ends inside ", what));
     }
     return absl::OkStatus();
   }
@@ -129,15 +129,18 @@ absl::Status ReadModel(const std::string& filename, EngineConfig* config,
     }
   }
   if (d.heads % d.kv_heads != 0 || d.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        filename, ": num_heads=", d.heads, " must be a multiple of "
-        "num_kv_heads=", d.kv_heads, " and head_dim=", d.head_dim,
-        " even"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(filename, ": num_heads=", d.heads,
+                     " must be a multiple of "
+                     "num_kv_heads=",
+                     d.kv_heads, " and head_dim=", d.head_dim, " even"));
   }
   auto mismatch = [&](const char* field, int in_file, int in_config) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        filename, ": ", field, "=", in_file, " but the engine was created "
-        "with ", field, "=", in_config));
+    return absl::InvalidArgumentError(
+        absl::StrCat(filename, ": ", field, "=", in_file,
+                     " but the engine was created "
+                     "with ",
+                     field, "=", in_config));
   };
   if (num_levels != config->num_levels) {
     return mismatch("num_levels", num_levels, config->num_levels);
@@ -207,9 +210,9 @@ absl::Status ReadModel(const std::string& filename, EngineConfig* config,
   RETURN_IF_ERROR(file.ExpectEnd());
   for (int i = 0; i < d.head_dim / 2; ++i) {
     // In double, then rounded, as the TF model computes its table.
-    model->inv_freq.push_back(static_cast<float>(
-        1.0 / std::pow(static_cast<double>(d.rope_theta),
-                       2.0 * i / d.head_dim)));
+    model->inv_freq.push_back(
+        static_cast<float>(1.0 / std::pow(static_cast<double>(d.rope_theta),
+                                          2.0 * i / d.head_dim)));
   }
   return absl::OkStatus();
 }
@@ -345,9 +348,9 @@ class CpuEngine : public Engine {
     }
     const RequestId id = next_id_++;
     const int beam_width = request.beam_width;
-    auto active = std::make_unique<Active>(Active{
-        id, std::move(request), std::move(done),
-        BeamSearch(&trie_, config().sid_softmax, beam_width), 0});
+    auto active = std::make_unique<Active>(
+        Active{id, std::move(request), std::move(done),
+               BeamSearch(&trie_, config().sid_softmax, beam_width), 0});
     active->prompt_len = active->request.prompt.size();
     pending_.push_back(std::move(active));
     ++queued_;
@@ -426,9 +429,8 @@ class CpuEngine : public Engine {
       for (auto it = list->begin(); it != list->end();) {
         if (cancelled_.contains((*it)->id)) {
           out->push_back(std::move(*it));
-          status->push_back(absl::CancelledError(
-              absl::StrCat("generation request ", out->back()->id,
-                           " cancelled")));
+          status->push_back(absl::CancelledError(absl::StrCat(
+              "generation request ", out->back()->id, " cancelled")));
           it = list->erase(it);
           --queued_;
           ++stats_.requests_failed;
@@ -478,9 +480,8 @@ class CpuEngine : public Engine {
       queued_ -= finished.size();
       ++stats_.steps;
       stats_.step_tokens += step_tokens;
-      stats_.max_step_requests =
-          std::max<int64_t>(stats_.max_step_requests,
-                            running_.size() + finished.size());
+      stats_.max_step_requests = std::max<int64_t>(
+          stats_.max_step_requests, running_.size() + finished.size());
       stats_.requests_completed += finished.size();
     }
     for (auto& a : finished) a->done(a->search.Result());
@@ -497,8 +498,7 @@ class CpuEngine : public Engine {
     const Dims& d = model_.d;
     const int h = d.hidden, rows = a->rows();
     if (a->prompt_k.empty()) {
-      for (auto* cache : {&a->prompt_k, &a->prompt_v, &a->beam_k,
-                          &a->beam_v}) {
+      for (auto* cache : {&a->prompt_k, &a->prompt_v, &a->beam_k, &a->beam_v}) {
         cache->resize(d.layers);
       }
     }
@@ -549,8 +549,8 @@ class CpuEngine : public Engine {
     }
     std::vector<float> logits(static_cast<size_t>(m) * k);
     Gemm(m, k, h, normed.data(), h,
-         &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h],
-         h, true, logits.data(), k);
+         &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h], h,
+         true, logits.data(), k);
     a->search.Step(logits.data());
     if (a->prefilled) {
       ++a->generated;
@@ -637,8 +637,8 @@ class CpuEngine : public Engine {
           float* s = &scores[row * (p + t)];
           for (int j = 0; j < t; ++j) {
             const float* key =
-                &a->beam_k[li][(static_cast<size_t>(i) * t + j) * kvw +
-                               kh * dd];
+                &a->beam_k[li]
+                          [(static_cast<size_t>(i) * t + j) * kvw + kh * dd];
             float dot = 0.0f;
             for (int e = 0; e < dd; ++e) dot += q[row * dd + e] * key[e];
             s[p + j] = dot;
@@ -663,8 +663,8 @@ class CpuEngine : public Engine {
           for (int j = 0; j < t; ++j) {
             const float pj = scores[row * (p + t) + p + j];
             const float* val =
-                &a->beam_v[li][(static_cast<size_t>(i) * t + j) * kvw +
-                               kh * dd];
+                &a->beam_v[li]
+                          [(static_cast<size_t>(i) * t + j) * kvw + kh * dd];
             for (int e = 0; e < dd; ++e) orow[e] += pj * val[e];
           }
           std::copy_n(orow, dd,
@@ -681,16 +681,16 @@ class CpuEngine : public Engine {
     const Dims& d = model_.d;
     const int h = d.hidden, inter = d.inter;
     std::vector<float> tmp(static_cast<size_t>(m) * h);
-    Gemm(m, h, d.q_width(), attn, d.q_width(), w.o.data(), h, false,
-         tmp.data(), h);
+    Gemm(m, h, d.q_width(), attn, d.q_width(), w.o.data(), h, false, tmp.data(),
+         h);
     for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
     std::vector<float> normed(static_cast<size_t>(m) * h);
     for (int r = 0; r < m; ++r) {
       RmsNormRow(&(*x)[r * h], h, d.eps, &normed[r * h]);
     }
     std::vector<float> gu(static_cast<size_t>(m) * 2 * inter);
-    Gemm(m, 2 * inter, h, normed.data(), h, w.gate_up.data(), 2 * inter,
-         false, gu.data(), 2 * inter);
+    Gemm(m, 2 * inter, h, normed.data(), h, w.gate_up.data(), 2 * inter, false,
+         gu.data(), 2 * inter);
     std::vector<float> act(static_cast<size_t>(m) * inter);
     for (int r = 0; r < m; ++r) {
       const float* g = &gu[static_cast<size_t>(r) * 2 * inter];
@@ -754,8 +754,8 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpuEngine(
   if (num_threads <= 0) {
     num_threads = std::max(1u, std::thread::hardware_concurrency());
   }
-  return std::unique_ptr<Engine>(new CpuEngine(
-      config, std::move(model), *std::move(trie), num_threads));
+  return std::unique_ptr<Engine>(
+      new CpuEngine(config, std::move(model), *std::move(trie), num_threads));
 }
 
 }  // namespace tf_genrec

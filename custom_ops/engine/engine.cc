@@ -7,9 +7,8 @@ namespace tf_genrec {
 absl::StatusOr<SidSoftmax> ParseSidSoftmax(const std::string& name) {
   if (name == "level") return SidSoftmax::kLevel;
   if (name == "trie") return SidSoftmax::kTrie;
-  return absl::InvalidArgumentError(
-      absl::StrCat("sid_softmax must be \"level\" or \"trie\", got \"", name,
-                   "\""));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "sid_softmax must be \"level\" or \"trie\", got \"", name, "\""));
 }
 
 absl::Status EngineConfig::Validate() const {
@@ -23,9 +22,8 @@ absl::Status EngineConfig::Validate() const {
     return bad("max_beam_width", max_beam_width, "in [1, 1024]");
   }
   if (max_prompt_len < 1) return bad("max_prompt_len", max_prompt_len, ">= 1");
-  const int64_t sid_end =
-      static_cast<int64_t>(sid_offset) +
-      static_cast<int64_t>(num_levels) * codebook_size;
+  const int64_t sid_end = static_cast<int64_t>(sid_offset) +
+                          static_cast<int64_t>(num_levels) * codebook_size;
   if (sid_offset < 0 || sid_end > vocab_size) {
     return bad("sid_offset", sid_offset,
                absl::StrCat(">= 0 with sid_offset + num_levels * "
@@ -35,23 +33,23 @@ absl::Status EngineConfig::Validate() const {
   if (max_queued_requests < 1) {
     return bad("max_queued_requests", max_queued_requests, ">= 1");
   }
-  if (max_step_tokens < 1) return bad("max_step_tokens", max_step_tokens, ">= 1");
+  if (max_step_tokens < 1)
+    return bad("max_step_tokens", max_step_tokens, ">= 1");
   return absl::OkStatus();
 }
 
 absl::Status ValidateRequest(const EngineConfig& config,
                              const GenerationRequest& request) {
   if (request.beam_width < 1 || request.beam_width > config.max_beam_width) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("beam_width=", request.beam_width,
-                     " must be in [1, max_beam_width=", config.max_beam_width,
-                     "] (set at export)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "beam_width=", request.beam_width, " must be in [1, max_beam_width=",
+        config.max_beam_width, "] (set at export)"));
   }
   const int64_t len = request.prompt.size();
   if (len < 1 || len > config.max_prompt_len) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prompt length=", len, " must be in [1, max_prompt_len=",
-                     config.max_prompt_len, "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt length=", len,
+        " must be in [1, max_prompt_len=", config.max_prompt_len, "]"));
   }
   for (int64_t i = 0; i < len; ++i) {
     const int32_t t = request.prompt[i];

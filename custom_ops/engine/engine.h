@@ -29,12 +29,12 @@ absl::StatusOr<SidSoftmax> ParseSidSoftmax(const std::string& name);
 
 // Fixed when a model version is exported; validated once by Validate().
 struct EngineConfig {
-  int num_levels = 0;       // L, codes per semantic ID.
-  int codebook_size = 0;    // K, codes per level.
-  int sid_offset = 0;       // Token of code c at level l: sid_offset + l*K + c.
-  int vocab_size = 0;       // Prompt tokens must lie in [0, vocab_size).
-  int max_beam_width = 0;   // W_max, in [1, 1024].
-  int max_prompt_len = 0;   // Longest unpadded prompt accepted.
+  int num_levels = 0;      // L, codes per semantic ID.
+  int codebook_size = 0;   // K, codes per level.
+  int sid_offset = 0;      // Token of code c at level l: sid_offset + l*K + c.
+  int vocab_size = 0;      // Prompt tokens must lie in [0, vocab_size).
+  int max_beam_width = 0;  // W_max, in [1, 1024].
+  int max_prompt_len = 0;  // Longest unpadded prompt accepted.
   SidSoftmax sid_softmax = SidSoftmax::kLevel;
   // Requests waiting or running at once; one more is RESOURCE_EXHAUSTED.
   int max_queued_requests = 1024;

@@ -56,9 +56,9 @@ class GenerationEngineResource : public ResourceBase {
     absl::MutexLock lock(&mu_);
     if (engine_ != nullptr) {
       if (filename == filename_) return absl::OkStatus();
-      return absl::FailedPreconditionError(absl::StrCat(
-          "generation engine was initialised from ", filename_,
-          ", not ", filename));
+      return absl::FailedPreconditionError(
+          absl::StrCat("generation engine was initialised from ", filename_,
+                       ", not ", filename));
     }
     if (backend_ != "cpu") {
       return absl::UnimplementedError(absl::StrCat(
@@ -136,8 +136,8 @@ class GenerationEngineOp : public ResourceOpKernel<GenerationEngineResource> {
     OP_REQUIRES_OK(ctx,
                    ctx->GetAttr("max_prompt_len", &config_.max_prompt_len));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("sid_softmax", &sid_softmax));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("max_queued_requests",
-                                     &config_.max_queued_requests));
+    OP_REQUIRES_OK(
+        ctx, ctx->GetAttr("max_queued_requests", &config_.max_queued_requests));
     OP_REQUIRES_OK(ctx,
                    ctx->GetAttr("max_step_tokens", &config_.max_step_tokens));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_threads", &num_threads_));
@@ -145,10 +145,10 @@ class GenerationEngineOp : public ResourceOpKernel<GenerationEngineResource> {
         tf_genrec::ParseSidSoftmax(sid_softmax);
     OP_REQUIRES_OK(ctx, mode.status());
     config_.sid_softmax = *mode;
-    OP_REQUIRES(ctx, config_.max_beam_width <= 1024,
-                absl::InvalidArgumentError(absl::StrCat(
-                    "max_beam_width=", config_.max_beam_width,
-                    " must be <= 1024")));
+    OP_REQUIRES(
+        ctx, config_.max_beam_width <= 1024,
+        absl::InvalidArgumentError(absl::StrCat(
+            "max_beam_width=", config_.max_beam_width, " must be <= 1024")));
   }
 
  private:
@@ -160,14 +160,13 @@ class GenerationEngineOp : public ResourceOpKernel<GenerationEngineResource> {
 
   absl::Status VerifyResource(GenerationEngineResource* resource) override {
     const EngineConfig& c = resource->config();
-    if (resource->backend() != backend_ ||
-        c.num_levels != config_.num_levels ||
+    if (resource->backend() != backend_ || c.num_levels != config_.num_levels ||
         c.codebook_size != config_.codebook_size ||
         c.sid_offset != config_.sid_offset ||
         c.max_beam_width != config_.max_beam_width) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shared generation engine ", resource->DebugString(),
-          " does not match this op's attributes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("shared generation engine ", resource->DebugString(),
+                       " does not match this op's attributes"));
     }
     return absl::OkStatus();
   }
@@ -206,13 +205,12 @@ class GenerationEngineInitOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     core::RefCountPtr<GenerationEngineResource> engine;
-    OP_REQUIRES_OK(ctx,
-                   LookupResource(ctx, HandleFromInput(ctx, 0), &engine));
+    OP_REQUIRES_OK(ctx, LookupResource(ctx, HandleFromInput(ctx, 0), &engine));
     const Tensor& filename = ctx->input(1);
     OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(filename.shape()),
-                absl::InvalidArgumentError(absl::StrCat(
-                    "filename must be a scalar, got shape ",
-                    filename.shape().DebugString())));
+                absl::InvalidArgumentError(
+                    absl::StrCat("filename must be a scalar, got shape ",
+                                 filename.shape().DebugString())));
     OP_REQUIRES_OK(ctx, engine->Init(filename.scalar<tstring>()()));
   }
 };
@@ -249,10 +247,14 @@ class GenerationEngineStatsOp : public OpKernel {
     Tensor* out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({8}), &out));
     auto v = out->vec<int64_t>();
-    const int64_t values[8] = {s.requests_enqueued, s.requests_completed,
-                               s.requests_failed,   s.requests_rejected,
-                               s.steps,             s.step_tokens,
-                               s.max_step_requests, s.queued};
+    const int64_t values[8] = {s.requests_enqueued,
+                               s.requests_completed,
+                               s.requests_failed,
+                               s.requests_rejected,
+                               s.steps,
+                               s.step_tokens,
+                               s.max_step_requests,
+                               s.queued};
     for (int i = 0; i < 8; ++i) v(i) = values[i];
   }
 };
@@ -317,32 +319,31 @@ class GenerateOp : public AsyncOpKernel {
             "input_ids must be [B, P], got shape ", ids.shape().DebugString())),
         done);
     const int64_t batch = ids.dim_size(0), width = ids.dim_size(1);
-    OP_REQUIRES_ASYNC(
-        ctx,
-        lengths.dims() == 1 && widths.dims() == 1 &&
-            lengths.dim_size(0) == batch && widths.dim_size(0) == batch,
-        absl::InvalidArgumentError(absl::StrCat(
-            "lengths ", lengths.shape().DebugString(), " and beam_width ",
-            widths.shape().DebugString(), " must be [B] with B=", batch,
-            " (input_ids rows)")),
-        done);
+    OP_REQUIRES_ASYNC(ctx,
+                      lengths.dims() == 1 && widths.dims() == 1 &&
+                          lengths.dim_size(0) == batch &&
+                          widths.dim_size(0) == batch,
+                      absl::InvalidArgumentError(absl::StrCat(
+                          "lengths ", lengths.shape().DebugString(),
+                          " and beam_width ", widths.shape().DebugString(),
+                          " must be [B] with B=", batch, " (input_ids rows)")),
+                      done);
     OP_REQUIRES_ASYNC(
         ctx, num_levels_ == engine->config().num_levels,
         absl::InvalidArgumentError(absl::StrCat(
-            "num_levels=", num_levels_, " but the engine has num_levels=",
-            engine->config().num_levels)),
+            "num_levels=", num_levels_,
+            " but the engine has num_levels=", engine->config().num_levels)),
         done);
     auto len = lengths.vec<int32_t>();
     auto w = widths.vec<int32_t>();
     int32_t max_width = batch > 0 ? 1 : 0;
     // Every row is checked before anything is allocated or queued.
     for (int64_t b = 0; b < batch; ++b) {
-      OP_REQUIRES_ASYNC(
-          ctx, len(b) >= 1 && len(b) <= width,
-          absl::InvalidArgumentError(absl::StrCat(
-              "lengths[", b, "]=", len(b), " must be in [1, input_ids.shape[1]=",
-              width, "]")),
-          done);
+      OP_REQUIRES_ASYNC(ctx, len(b) >= 1 && len(b) <= width,
+                        absl::InvalidArgumentError(absl::StrCat(
+                            "lengths[", b, "]=", len(b),
+                            " must be in [1, input_ids.shape[1]=", width, "]")),
+                        done);
       OP_REQUIRES_ASYNC(
           ctx, w(b) >= 1 && w(b) <= engine->config().max_beam_width,
           absl::InvalidArgumentError(absl::StrCat(
@@ -402,7 +403,8 @@ class GenerateOp : public AsyncOpKernel {
     for (int64_t b = 0; b < batch; ++b) {
       tf_genrec::GenerationRequest request;
       request.beam_width = w(b);
-      request.prompt.assign(&ids_mat(b, width - len(b)), &ids_mat(b, 0) + width);
+      request.prompt.assign(&ids_mat(b, width - len(b)),
+                            &ids_mat(b, 0) + width);
       absl::StatusOr<tf_genrec::RequestId> id = engine->Enqueue(
           std::move(request),
           [call, b](absl::StatusOr<tf_genrec::GenerationResult> result) {
@@ -422,9 +424,9 @@ class GenerateOp : public AsyncOpKernel {
           });
       if (!id.ok()) {
         // Rows already queued are cancelled; rows not queued never answer.
-        ctx->SetStatus(absl::Status(
-            id.status().code(),
-            absl::StrCat("row ", b, ": ", id.status().message())));
+        ctx->SetStatus(
+            absl::Status(id.status().code(),
+                         absl::StrCat("row ", b, ": ", id.status().message())));
         {
           absl::MutexLock lock(&call->mu);
           for (tf_genrec::RequestId queued : call->ids) engine->Cancel(queued);

@@ -29,30 +29,27 @@ absl::StatusOr<SemanticIdTrie> SemanticIdTrie::FromCodes(
     const std::vector<int32_t>& codes, int num_levels, int codebook_size) {
   if (num_levels < 1 || codebook_size < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("trie: num_levels=", num_levels, " and codebook_size=",
-                     codebook_size, " must be >= 1"));
+        absl::StrCat("trie: num_levels=", num_levels,
+                     " and codebook_size=", codebook_size, " must be >= 1"));
   }
   if (codes.empty() || codes.size() % num_levels != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("trie: codes has ", codes.size(),
-                     " values, need a non-empty multiple of num_levels=",
-                     num_levels));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trie: codes has ", codes.size(),
+        " values, need a non-empty multiple of num_levels=", num_levels));
   }
   for (size_t i = 0; i < codes.size(); ++i) {
     if (codes[i] < 0 || codes[i] >= codebook_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "trie: code [", i / num_levels, ", ", i % num_levels,
-          "]=", codes[i], " is outside [0, codebook_size=", codebook_size,
-          ")"));
+          "trie: code [", i / num_levels, ", ", i % num_levels, "]=", codes[i],
+          " is outside [0, codebook_size=", codebook_size, ")"));
     }
   }
   const int64_t rows = codes.size() / num_levels;
   const int32_t* c = codes.data();
   auto row_less = [&](int64_t a, int64_t b) {
-    return std::lexicographical_compare(c + a * num_levels,
-                                        c + (a + 1) * num_levels,
-                                        c + b * num_levels,
-                                        c + (b + 1) * num_levels);
+    return std::lexicographical_compare(
+        c + a * num_levels, c + (a + 1) * num_levels, c + b * num_levels,
+        c + (b + 1) * num_levels);
   };
   auto row_equal_upto = [&](int64_t a, int64_t b, int n) {
     return std::equal(c + a * num_levels, c + a * num_levels + n,

@@ -91,10 +91,10 @@ class BeamSearch {
   SidSoftmax mode_;
   int beam_width_;
   int level_ = 0;
-  std::vector<float> scores_;    // [num_beams]; only valid beams are kept
-  std::vector<int32_t> nodes_;   // [num_beams] depth-level trie nodes
-  std::vector<int32_t> codes_;   // [num_beams, level]
-  std::vector<int> parents_;     // [num_beams] after the last Step
+  std::vector<float> scores_;   // [num_beams]; only valid beams are kept
+  std::vector<int32_t> nodes_;  // [num_beams] depth-level trie nodes
+  std::vector<int32_t> codes_;  // [num_beams, level]
+  std::vector<int> parents_;    // [num_beams] after the last Step
 };
 
 }  // namespace tf_genrec

@@ -80,8 +80,8 @@ bool FakeExecutor::Step(Active& a, std::string* error) {
   const int stride = options_.vocab_size + options_.vocab_padding;
   std::vector<float> logits(static_cast<size_t>(width) * stride, 7.0f);
   for (int b = 0; b < width; ++b) model_(a.beams[b], &logits[b * stride]);
-  absl::Status s = a.request.logits_processor(logits.data(), width, stride,
-                                              a.beams);
+  absl::Status s =
+      a.request.logits_processor(logits.data(), width, stride, a.beams);
   if (!s.ok()) {
     *error = std::string(s.message());
     return false;
@@ -146,9 +146,8 @@ void FakeExecutor::Loop() {
         r.error = error;
         r.is_final = true;
         done = true;
-      } else if (done ||
-                 a.beams[0].size() - a.request.prompt.size() ==
-                     static_cast<size_t>(a.request.max_new_tokens)) {
+      } else if (done || a.beams[0].size() - a.request.prompt.size() ==
+                             static_cast<size_t>(a.request.max_new_tokens)) {
         r = Final(it->first, a);
         done = true;
       }

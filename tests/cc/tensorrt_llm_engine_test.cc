@@ -3,6 +3,8 @@
 // The references are independent of the backend: tf_genrec::BeamSearch
 // (trie.h) and, where the beam is wide enough to be exact, a brute-force
 // ranking of every semantic ID, both driven by the same toy model.
+#include "custom_ops/engine/tensorrt_llm/tensorrt_llm_engine.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -15,7 +17,6 @@
 #include <thread>
 #include <vector>
 
-#include "custom_ops/engine/tensorrt_llm/tensorrt_llm_engine.h"
 #include "custom_ops/engine/tensorrt_llm/trie_logits_processor.h"
 #include "custom_ops/engine/trie.h"
 #include "tests/cc/fake_executor.h"
@@ -24,14 +25,14 @@ namespace tf_genrec {
 namespace {
 
 int failures = 0;
-#define EXPECT(cond, ...)                                        \
-  do {                                                           \
-    if (!(cond)) {                                               \
-      ++failures;                                                \
+#define EXPECT(cond, ...)                                                    \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      ++failures;                                                            \
       std::fprintf(stderr, "%s:%d: FAILED %s: ", __FILE__, __LINE__, #cond); \
-      std::fprintf(stderr, __VA_ARGS__);                         \
-      std::fprintf(stderr, "\n");                                \
-    }                                                            \
+      std::fprintf(stderr, __VA_ARGS__);                                     \
+      std::fprintf(stderr, "\n");                                            \
+    }                                                                        \
   } while (0)
 
 constexpr int32_t kEndId = 1;
@@ -40,7 +41,8 @@ constexpr int kSidOffset = 4;
 // Deterministic logits: a hash of the whole history and the token.
 void ToyModel(int vocab, const std::vector<int32_t>& history, float* logits) {
   uint64_t h = 1469598103934665603ull;
-  for (int32_t t : history) h = (h ^ static_cast<uint32_t>(t)) * 1099511628211ull;
+  for (int32_t t : history)
+    h = (h ^ static_cast<uint32_t>(t)) * 1099511628211ull;
   for (int v = 0; v < vocab; ++v) {
     uint64_t x = (h ^ (static_cast<uint64_t>(v) * 0x9E3779B97F4A7C15ull));
     x ^= x >> 31;
@@ -73,7 +75,9 @@ Case RandomCase(std::mt19937* rng, int levels, int k, int num_sids,
 
 LogitsModel Model(const EngineConfig& config) {
   const int vocab = config.vocab_size;
-  return [vocab](const std::vector<int32_t>& h, float* l) { ToyModel(vocab, h, l); };
+  return [vocab](const std::vector<int32_t>& h, float* l) {
+    ToyModel(vocab, h, l);
+  };
 }
 
 std::unique_ptr<TensorRtLlmEngine> MakeEngine(const Case& c,
@@ -147,14 +151,17 @@ std::vector<std::pair<float, std::vector<int32_t>>> BruteForce(
       children.erase(std::unique(children.begin(), children.end()),
                      children.end());
       double sum = 0;
-      for (int32_t ch : children) sum += std::exp(full[kSidOffset + l * k + ch]);
-      score += full[kSidOffset + l * k + sid[l]] - static_cast<float>(std::log(sum));
+      for (int32_t ch : children)
+        sum += std::exp(full[kSidOffset + l * k + ch]);
+      score +=
+          full[kSidOffset + l * k + sid[l]] - static_cast<float>(std::log(sum));
       history.push_back(kSidOffset + l * k + sid[l]);
     }
     out.emplace_back(score, sid);
   }
-  std::stable_sort(out.begin(), out.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first;
+  });
   return out;
 }
 
@@ -162,9 +169,11 @@ absl::StatusOr<GenerationResult> Run(TensorRtLlmEngine* engine,
                                      std::vector<int32_t> prompt, int width) {
   std::promise<absl::StatusOr<GenerationResult>> promise;
   auto future = promise.get_future();
-  absl::StatusOr<RequestId> id = engine->Enqueue(
-      {std::move(prompt), width},
-      [&promise](absl::StatusOr<GenerationResult> r) { promise.set_value(std::move(r)); });
+  absl::StatusOr<RequestId> id =
+      engine->Enqueue({std::move(prompt), width},
+                      [&promise](absl::StatusOr<GenerationResult> r) {
+                        promise.set_value(std::move(r));
+                      });
   if (!id.ok()) return id.status();
   return future.get();
 }
@@ -174,13 +183,16 @@ void ExpectSame(const GenerationResult& got, const GenerationResult& want,
   EXPECT(got.codes == want.codes, "%s: codes differ", what.c_str());
   EXPECT(got.scores.size() == want.scores.size(), "%s", what.c_str());
   for (size_t i = 0; i < got.scores.size() && i < want.scores.size(); ++i) {
-    const bool both_inf = std::isinf(got.scores[i]) && std::isinf(want.scores[i]);
+    const bool both_inf =
+        std::isinf(got.scores[i]) && std::isinf(want.scores[i]);
     EXPECT(both_inf || std::abs(got.scores[i] - want.scores[i]) < 1e-4,
-           "%s: score %zu %g vs %g", what.c_str(), i, got.scores[i], want.scores[i]);
+           "%s: score %zu %g vs %g", what.c_str(), i, got.scores[i],
+           want.scores[i]);
   }
 }
 
-std::vector<int32_t> RandomPrompt(std::mt19937* rng, const EngineConfig& config) {
+std::vector<int32_t> RandomPrompt(std::mt19937* rng,
+                                  const EngineConfig& config) {
   std::vector<int32_t> prompt(1 + (*rng)() % config.max_prompt_len);
   for (int32_t& t : prompt) t = (*rng)() % config.vocab_size;
   return prompt;
@@ -197,20 +209,24 @@ void TestExactness() {
       for (int width : {1, 5, 50}) {
         for (int p = 0; p < 3; ++p) {
           std::vector<int32_t> prompt = RandomPrompt(&rng, c.config);
-          const std::string what = "L=" + std::to_string(levels) + " K=" +
-                                   std::to_string(k) + " n=" + std::to_string(num_sids) +
-                                   " W=" + std::to_string(width);
-          absl::StatusOr<GenerationResult> got = Run(engine.get(), prompt, width);
-          EXPECT(got.ok(), "%s: %s", what.c_str(), got.status().ToString().c_str());
+          const std::string what =
+              "L=" + std::to_string(levels) + " K=" + std::to_string(k) +
+              " n=" + std::to_string(num_sids) + " W=" + std::to_string(width);
+          absl::StatusOr<GenerationResult> got =
+              Run(engine.get(), prompt, width);
+          EXPECT(got.ok(), "%s: %s", what.c_str(),
+                 got.status().ToString().c_str());
           if (!got.ok()) continue;
-          ExpectSame(*got, Reference(c, prompt, width), what + " vs BeamSearch");
+          ExpectSame(*got, Reference(c, prompt, width),
+                     what + " vs BeamSearch");
           auto all = BruteForce(c, prompt);
           // The beam is exact when it never has to drop a prefix.
           if (width >= static_cast<int>(all.size())) {
             for (int i = 0; i < width; ++i) {
               const bool have = i < static_cast<int>(all.size());
               for (int l = 0; l < levels; ++l) {
-                EXPECT(got->codes[i * levels + l] == (have ? all[i].second[l] : -1),
+                EXPECT(got->codes[i * levels + l] ==
+                           (have ? all[i].second[l] : -1),
                        "%s vs brute force: beam %d", what.c_str(), i);
               }
               EXPECT(have ? std::abs(got->scores[i] - all[i].first) < 1e-4
@@ -240,14 +256,17 @@ void TestProcessorMask() {
     if (c.trie.Child(0, 0, code) < 0) missing = code;
   }
   std::vector<std::vector<int32_t>> beams{valid};
-  if (missing >= 0) beams.push_back(prompt), beams.back().push_back(kSidOffset + missing);
+  if (missing >= 0)
+    beams.push_back(prompt), beams.back().push_back(kSidOffset + missing);
   std::vector<float> logits(beams.size() * stride, 1.0f);
-  EXPECT(processor.Apply(logits.data(), beams.size(), stride, beams).ok(), "Apply");
+  EXPECT(processor.Apply(logits.data(), beams.size(), stride, beams).ok(),
+         "Apply");
   const int32_t node = c.trie.Child(0, 0, c.sids[0]);
   float mass = 0;
   for (int v = 0; v < stride; ++v) {
     const int code = v - kSidOffset - 8;
-    const bool child = code >= 0 && code < 8 && c.trie.Child(1, node, code) >= 0;
+    const bool child =
+        code >= 0 && code < 8 && c.trie.Child(1, node, code) >= 0;
     EXPECT(std::isfinite(logits[v]) == child, "token %d finite iff a child", v);
     if (child) mass += std::exp(logits[v]);
   }
@@ -273,7 +292,8 @@ void TestRefusals() {
     fake.vocab_size = config.vocab_size;
     fake.max_beam_width = executor_width;
     return TensorRtLlmEngine::Create(
-        config, c.trie, std::make_unique<FakeExecutor>(Model(config), fake), options);
+        config, c.trie, std::make_unique<FakeExecutor>(Model(config), fake),
+        options);
   };
   EngineConfig level = c.config;
   level.sid_softmax = SidSoftmax::kLevel;
@@ -296,7 +316,8 @@ void TestRefusals() {
          "W_max above the built engine's refused: %s", s.ToString().c_str());
   options.end_id = kSidOffset;
   s = create(c.config, 256).status();
-  EXPECT(absl::IsInvalidArgument(s) && s.message().find("end_id=4") != std::string::npos,
+  EXPECT(absl::IsInvalidArgument(s) &&
+             s.message().find("end_id=4") != std::string::npos,
          "end_id inside the SID range refused: %s", s.ToString().c_str());
 }
 
@@ -323,24 +344,30 @@ void TestQueueFullAndErrors() {
     std::abort();
   });
   EXPECT(absl::IsResourceExhausted(full.status()) &&
-             full.status().message().find("max_queued_requests=3") != std::string::npos,
+             full.status().message().find("max_queued_requests=3") !=
+                 std::string::npos,
          "full queue: %s", full.status().ToString().c_str());
   EXPECT(engine->Stats().requests_rejected == 1, "rejected counted");
   auto bad = engine->Enqueue({{5}, 9}, nullptr);
-  EXPECT(absl::IsInvalidArgument(bad.status()), "beam_width 9 > W_max 8 refused");
-  while (answered < 3) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT(absl::IsInvalidArgument(bad.status()),
+         "beam_width 9 > W_max 8 refused");
+  while (answered < 3)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT(absl::IsInternal(statuses[0]) &&
-             statuses[0].message().find("TensorRT-LLM executor") != std::string::npos,
+             statuses[0].message().find("TensorRT-LLM executor") !=
+                 std::string::npos,
          "error response mapped: %s", statuses[0].ToString().c_str());
   EXPECT(statuses[1].ok() && statuses[2].ok(), "the others succeed");
-  EXPECT(engine->Stats().requests_completed == 2 && engine->Stats().requests_failed == 1,
+  EXPECT(engine->Stats().requests_completed == 2 &&
+             engine->Stats().requests_failed == 1,
          "stats");
   // An executor refusing enqueueRequest answers the request with its error.
   FakeExecutorOptions refuse;
   refuse.fail_enqueue = true;
   auto refusing = MakeEngine(c, refuse);
   auto r = Run(refusing.get(), {5}, 2);
-  EXPECT(absl::IsInternal(r.status()), "enqueue error: %s", r.status().ToString().c_str());
+  EXPECT(absl::IsInternal(r.status()), "enqueue error: %s",
+         r.status().ToString().c_str());
 }
 
 void TestCancel() {
@@ -350,20 +377,25 @@ void TestCancel() {
   slow.step_delay = std::chrono::milliseconds(30);
   auto engine = MakeEngine(c, slow);
   std::promise<absl::Status> running, waiting;
-  auto id1 = engine->Enqueue({{5, 6}, 4}, [&](absl::StatusOr<GenerationResult> r) {
-    running.set_value(r.status());
-  });
+  auto id1 =
+      engine->Enqueue({{5, 6}, 4}, [&](absl::StatusOr<GenerationResult> r) {
+        running.set_value(r.status());
+      });
   std::this_thread::sleep_for(std::chrono::milliseconds(10));
   // Another width waits until the first group drains.
-  auto id2 = engine->Enqueue({{5, 6}, 2}, [&](absl::StatusOr<GenerationResult> r) {
-    waiting.set_value(r.status());
-  });
+  auto id2 =
+      engine->Enqueue({{5, 6}, 2}, [&](absl::StatusOr<GenerationResult> r) {
+        waiting.set_value(r.status());
+      });
   engine->Cancel(*id2);
   engine->Cancel(*id1);
   engine->Cancel(12345);  // Unknown: ignored.
-  const absl::Status s1 = running.get_future().get(), s2 = waiting.get_future().get();
-  EXPECT(absl::IsCancelled(s1), "running request cancelled: %s", s1.ToString().c_str());
-  EXPECT(absl::IsCancelled(s2), "waiting request cancelled: %s", s2.ToString().c_str());
+  const absl::Status s1 = running.get_future().get(),
+                     s2 = waiting.get_future().get();
+  EXPECT(absl::IsCancelled(s1), "running request cancelled: %s",
+         s1.ToString().c_str());
+  EXPECT(absl::IsCancelled(s2), "waiting request cancelled: %s",
+         s2.ToString().c_str());
   auto after = Run(engine.get(), {5, 6}, 3);
   EXPECT(after.ok(), "engine still serves after cancellations");
 }
@@ -382,18 +414,20 @@ void TestDestroyWhileBusy() {
                                 [&](absl::StatusOr<GenerationResult> r) {
                                   ++answered;
                                   if (r.ok()) ++ok;
-                                  if (absl::IsCancelled(r.status())) ++cancelled;
+                                  if (absl::IsCancelled(r.status()))
+                                    ++cancelled;
                                 });
       EXPECT(id.ok(), "enqueue");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10 * round));
     const auto start = std::chrono::steady_clock::now();
     engine.reset();
-    const double seconds = std::chrono::duration<double>(
-        std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     EXPECT(answered == n && ok + cancelled == n,
-           "every callback once: %d answered, %d ok, %d cancelled", answered.load(),
-           ok.load(), cancelled.load());
+           "every callback once: %d answered, %d ok, %d cancelled",
+           answered.load(), ok.load(), cancelled.load());
     EXPECT(cancelled > 0, "destroyed while busy (round %d)", round);
     EXPECT(seconds < 2.0, "destruction took %.2f s", seconds);
     std::printf("destroy while busy: %d ok, %d cancelled, %.3f s\n", ok.load(),
@@ -412,12 +446,14 @@ void TestMixedWidthsBatchInvariant() {
   };
   std::vector<Call> calls;
   for (int i = 0; i < 48; ++i) {
-    calls.push_back({RandomPrompt(&rng, c.config), std::vector<int>{1, 5, 50, 5}[i % 4]});
+    calls.push_back(
+        {RandomPrompt(&rng, c.config), std::vector<int>{1, 5, 50, 5}[i % 4]});
   }
   std::vector<GenerationResult> alone;
   {
     auto engine = MakeEngine(c);
-    for (const Call& call : calls) alone.push_back(*Run(engine.get(), call.prompt, call.width));
+    for (const Call& call : calls)
+      alone.push_back(*Run(engine.get(), call.prompt, call.width));
   }
   FakeExecutor* fake = nullptr;
   FakeExecutorOptions slow;
@@ -436,15 +472,17 @@ void TestMixedWidthsBatchInvariant() {
   for (size_t i = 0; i < calls.size(); ++i) {
     EXPECT(together[i].ok(), "call %zu", i);
     if (!together[i].ok()) continue;
-    EXPECT(together[i]->codes == alone[i].codes && together[i]->scores == alone[i].scores,
+    EXPECT(together[i]->codes == alone[i].codes &&
+               together[i]->scores == alone[i].scores,
            "call %zu (W=%d) differs from the call alone", i, calls[i].width);
   }
-  EXPECT(fake->mixed_width_iterations() == 0, "%d executor iterations mixed widths",
-         fake->mixed_width_iterations());
-  EXPECT(fake->max_requests_per_iteration() > 1, "requests of one width were batched (%d)",
+  EXPECT(fake->mixed_width_iterations() == 0,
+         "%d executor iterations mixed widths", fake->mixed_width_iterations());
+  EXPECT(fake->max_requests_per_iteration() > 1,
+         "requests of one width were batched (%d)",
          fake->max_requests_per_iteration());
-  std::printf("mixed widths: %zu calls, up to %d per executor iteration\n", calls.size(),
-              fake->max_requests_per_iteration());
+  std::printf("mixed widths: %zu calls, up to %d per executor iteration\n",
+              calls.size(), fake->max_requests_per_iteration());
 }
 
 }  // namespace

@@ -84,7 +84,8 @@ class TrtExecutor : public ExecutorLike {
       absl::Duration timeout) override {
     std::vector<tle::Response> responses;
     try {
-      responses = executor_->awaitResponses(absl::ToChronoMilliseconds(timeout));
+      responses =
+          executor_->awaitResponses(absl::ToChronoMilliseconds(timeout));
     } catch (const std::exception& e) {
       return ExecutorError("awaitResponses", e);
     }

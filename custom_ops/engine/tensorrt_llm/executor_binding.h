@@ -17,7 +17,8 @@
 namespace tf_genrec {
 
 struct TensorRtLlmExecutorOptions {
-  std::string engine_dir;  // What trtllm-build wrote (rank0.engine, config.json).
+  std::string
+      engine_dir;  // What trtllm-build wrote (rank0.engine, config.json).
   int max_beam_width = 1;  // As built (tools/build_engine.py records it).
   // Share KV blocks of common prompt prefixes across requests.
   bool enable_block_reuse = true;

@@ -41,9 +41,9 @@ absl::Status ValidateTensorRtLlmConfig(const EngineConfig& config,
         " exceeds TensorRT-LLM's limit of ", kTensorRtLlmMaxBeamWidth,
         " beams; export with a smaller max beam width or another engine"));
   }
-  const int64_t sid_end = static_cast<int64_t>(config.sid_offset) +
-                          static_cast<int64_t>(config.num_levels) *
-                              config.codebook_size;
+  const int64_t sid_end =
+      static_cast<int64_t>(config.sid_offset) +
+      static_cast<int64_t>(config.num_levels) * config.codebook_size;
   if (options.end_id < 0 || options.end_id >= config.vocab_size ||
       (options.end_id >= config.sid_offset && options.end_id < sid_end)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -63,9 +63,9 @@ absl::StatusOr<std::unique_ptr<TensorRtLlmEngine>> TensorRtLlmEngine::Create(
   if (trie.num_levels() != config.num_levels ||
       trie.codebook_size() != config.codebook_size) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "trie has num_levels=", trie.num_levels(), ", codebook_size=",
-        trie.codebook_size(), "; the engine config has ", config.num_levels,
-        ", ", config.codebook_size));
+        "trie has num_levels=", trie.num_levels(),
+        ", codebook_size=", trie.codebook_size(), "; the engine config has ",
+        config.num_levels, ", ", config.codebook_size));
   }
   if (config.max_beam_width > executor->max_beam_width()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -160,10 +160,10 @@ EngineStats TensorRtLlmEngine::Stats() const {
 
 std::string TensorRtLlmEngine::DebugString() const {
   absl::MutexLock lock(&mu_);
-  return absl::StrCat("TensorRtLlmEngine(max_beam_width=",
-                      config().max_beam_width, ", group_width=", group_width_,
-                      ", waiting=", waiting_.size(), ", running=",
-                      running_.size(), ")");
+  return absl::StrCat(
+      "TensorRtLlmEngine(max_beam_width=", config().max_beam_width,
+      ", group_width=", group_width_, ", waiting=", waiting_.size(),
+      ", running=", running_.size(), ")");
 }
 
 bool TensorRtLlmEngine::HasWorkLocked() const {
@@ -192,13 +192,12 @@ void TensorRtLlmEngine::SubmitLocked() {
     request.max_new_tokens = config().num_levels;
     request.end_id = options_.end_id;
     request.prompt = std::move(it->request.prompt);
-    auto processor = std::make_shared<TrieLogitsProcessor>(&trie_, config(),
-                                                           prompt_len);
+    auto processor =
+        std::make_shared<TrieLogitsProcessor>(&trie_, config(), prompt_len);
     request.logits_processor =
         [processor](float* logits, int num_beams, int vocab_stride,
                     const std::vector<std::vector<int32_t>>& beam_tokens) {
-          return processor->Apply(logits, num_beams, vocab_stride,
-                                  beam_tokens);
+          return processor->Apply(logits, num_beams, vocab_stride, beam_tokens);
         };
     absl::StatusOr<uint64_t> executor_id =
         executor_->Enqueue(std::move(request));
@@ -291,8 +290,9 @@ void TensorRtLlmEngine::Loop() {
     running_.clear();
   }
   for (DoneCallback& done : abandoned) {
-    done(Cancelled("cancelled: the engine was destroyed before the "
-                     "executor answered"));
+    done(
+        Cancelled("cancelled: the engine was destroyed before the "
+                  "executor answered"));
   }
 }
 
@@ -315,14 +315,16 @@ GenerationResult TensorRtLlmEngine::ToResult(
     }
     valid.emplace_back(score, b);
   }
-  std::stable_sort(valid.begin(), valid.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::stable_sort(
+      valid.begin(), valid.end(),
+      [](const auto& a, const auto& b) { return a.first > b.first; });
   GenerationResult result;
   result.beam_width = beam_width;
   result.codes.assign(static_cast<size_t>(beam_width) * num_levels, -1);
   result.scores.assign(beam_width, -std::numeric_limits<float>::infinity());
   for (size_t i = 0; i < valid.size(); ++i) {
-    const std::vector<int32_t>& tokens = response.output_tokens[valid[i].second];
+    const std::vector<int32_t>& tokens =
+        response.output_tokens[valid[i].second];
     for (int l = 0; l < num_levels; ++l) {
       result.codes[i * num_levels + l] =
           tokens[l] - config().sid_offset - l * k;

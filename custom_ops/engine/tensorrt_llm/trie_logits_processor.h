@@ -32,9 +32,9 @@ class TrieLogitsProcessor {
   // (a filler beam of an executor with fewer valid continuations than beams)
   // keeps one finite logit so its row stays a distribution; its cumulative
   // score is already -inf or far below any SID's, so it never outranks one.
-  absl::Status Apply(float* logits, int num_beams, int vocab_stride,
-                     const std::vector<std::vector<int32_t>>& beam_tokens)
-      const;
+  absl::Status Apply(
+      float* logits, int num_beams, int vocab_stride,
+      const std::vector<std::vector<int32_t>>& beam_tokens) const;
 
   // The depth-`level` trie node of a beam's generated tokens, or -1 if they
   // are not a prefix of a semantic ID.
