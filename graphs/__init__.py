@@ -10,6 +10,12 @@ SCENES = ("ad_recall", "search_recall", "ad_recall_multi")
 HSTU_SCENES = ("hstu_retrieval", "hstu_ranking")
 
 
+def prompt_scene(name):
+  """The scene whose prompt a scene's generator was trained on (itself, or
+  the scene it wraps, e.g. ad_recall_multi's generative branch: ad_recall)."""
+  return getattr(get(name), "PROMPT_SCENE", name)
+
+
 def get(name):
   if name not in SCENES + HSTU_SCENES:
     raise ValueError(f"unknown graph {name!r}; known: {SCENES + HSTU_SCENES}")

@@ -12,6 +12,8 @@ from tf_genrec.builders.branch_config import (build_multi_branch,
                                               read_branches_config)
 from tf_genrec.graphs import ad_recall
 
+PROMPT_SCENE = "ad_recall"
+
 
 def graph_config(num_levels, codebook_size, **kwargs):
   """The generative branch's graph: ad_recall's, under this scene's name."""

@@ -278,7 +278,7 @@ def test_evaluate_tool_on_a_generated_dataset_with_a_saved_sasrec(tmp_path):
        "--hidden_size=16", "--num_hidden_layers=1", "--intermediate_size=32",
        "--num_attention_heads=2", "--num_key_value_heads=1")
   tool("export", f"--checkpoint_dir={model / 'hf'}",
-       f"--item_table={model / 'item_table.tsv'}", "--codebook_size=8",
+       f"--item_table={model / 'item_table.tsv'}",  # K from the checkpoint
        f"--export_base_path={tmp_path / 'export'}", "--max_beam_width=300",
        "--default_beam_width=300", "--default_top_n=300")
   tf.keras.utils.set_random_seed(0)

@@ -19,12 +19,14 @@ from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
 from tf_genrec.builders.hstu_export import export_hstu_scene
 from tf_genrec.generation.beam_search import SID_SOFTMAXES
+from tf_genrec.generation.generation_config import resolve_prompt_spec
 from tf_genrec.generation.generator import ENGINES
 from tf_genrec.tables.item_table import read_item_table
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("graph", "ad_recall", graphs.SCENES + graphs.HSTU_SCENES,
-                  "Scene in graphs/.")
+flags.DEFINE_enum("graph", None, graphs.SCENES + graphs.HSTU_SCENES,
+                  "Scene in graphs/ (default: the one the checkpoint was "
+                  "trained for, else ad_recall; required for HSTU scenes).")
 flags.DEFINE_string("checkpoint_dir", None, "HF Qwen2 checkpoint directory; "
                     "for an HSTU scene, the HSTU model directory.")
 flags.DEFINE_string("item_table", None, "item_table.tsv (item -> codes); "
@@ -33,8 +35,12 @@ flags.DEFINE_string("export_base_path", None, "Model base path; the "
                     "SavedModel goes to <export_base_path>/<version>.")
 flags.DEFINE_integer("version", 1, "Model version (positive integer).")
 flags.DEFINE_string("model_name", "tf_genrec", "Name in the warmup requests.")
-flags.DEFINE_integer("codebook_size", 256, "K, codes per level.")
-flags.DEFINE_integer("max_history", 50, "Most recent behaviours kept.")
+flags.DEFINE_integer("codebook_size", None, "K, codes per level (default: "
+                     "the checkpoint's, else 256; a different value is an "
+                     "error).")
+flags.DEFINE_integer("max_history", None, "Most recent behaviours kept "
+                     "(default: the checkpoint's, else 50; a different value "
+                     "is an error).")
 flags.DEFINE_integer("max_beam_width", 256, "W_max, fixed at export.")
 flags.DEFINE_integer("default_beam_width", 64, "W when a request omits it.")
 flags.DEFINE_integer("default_top_n", 300, "N when a request omits it.")
@@ -56,13 +62,33 @@ flags.DEFINE_string("branches", None, "ad_recall_multi: the branches file "
 flags.mark_flags_as_required(["checkpoint_dir", "export_base_path"])
 
 
-def graph_config_from_flags(num_levels):
+# For checkpoints that recorded no prompt (generation_config.py).
+_PROMPT_DEFAULTS = {"scene": "ad_recall", "codebook_size": 256,
+                    "max_history": 50}
+
+
+def prompt_spec_from_flags(num_levels):
+  """The trained prompt (scene, L, K, max_history) from the checkpoint; a
+  flag or item table that disagrees with it is a UsageError naming both."""
+  graph = FLAGS.graph
+  given = {"scene": graph and graphs.prompt_scene(graph),
+           "num_levels": num_levels, "codebook_size": FLAGS.codebook_size,
+           "max_history": FLAGS.max_history}
+  try:
+    spec = resolve_prompt_spec(FLAGS.checkpoint_dir, given, _PROMPT_DEFAULTS)
+  except ValueError as e:
+    raise app.UsageError(f"--checkpoint_dir/--item_table/flags: {e}") from e
+  spec["graph"] = graph or spec["scene"]
+  return spec
+
+
+def graph_config_from_flags(spec):
   scene = {"with_profile": True} if FLAGS.with_profile else {}
-  if FLAGS.with_profile and FLAGS.graph != "ad_recall":
+  if FLAGS.with_profile and spec["graph"] != "ad_recall":
     raise flags.ValidationError("--with_profile applies to ad_recall only")
-  return graphs.get(FLAGS.graph).graph_config(
-      num_levels=num_levels, codebook_size=FLAGS.codebook_size,
-      max_history=FLAGS.max_history, max_beam_width=FLAGS.max_beam_width,
+  return graphs.get(spec["graph"]).graph_config(
+      num_levels=spec["num_levels"], codebook_size=spec["codebook_size"],
+      max_history=spec["max_history"], max_beam_width=FLAGS.max_beam_width,
       default_beam_width=FLAGS.default_beam_width,
       default_top_n=FLAGS.default_top_n,
       exclude_history=FLAGS.exclude_history, **scene)
@@ -89,21 +115,24 @@ def main(argv):
   if FLAGS.graph in graphs.HSTU_SCENES:
     path = export_hstu_scene(FLAGS.graph, FLAGS.checkpoint_dir,
                              FLAGS.export_base_path, FLAGS.version,
-                             FLAGS.max_history, FLAGS.default_top_n,
+                             FLAGS.max_history or
+                             _PROMPT_DEFAULTS["max_history"],
+                             FLAGS.default_top_n,
                              FLAGS.model_name)
     print(json.dumps({"export_dir": path}))
     return
   if not FLAGS.item_table:
-    raise app.UsageError(f"--item_table is required for --graph={FLAGS.graph}")
+    raise app.UsageError("--item_table is required for semantic-ID scenes")
   table = read_item_table(FLAGS.item_table)
-  config = graph_config_from_flags(table.num_levels)
+  spec = prompt_spec_from_flags(table.num_levels)
+  config = graph_config_from_flags(spec)
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
                                   FLAGS.item_table, FLAGS.generator_dtype,
                                   FLAGS.sid_softmax, FLAGS.engine)
-  if FLAGS.graph == "ad_recall_multi":
+  if spec["graph"] == "ad_recall_multi":
     if not FLAGS.branches:
       raise flags.ValidationError("--graph=ad_recall_multi needs --branches")
-    model = graphs.get(FLAGS.graph).build(config, FLAGS.branches, model)
+    model = graphs.get(spec["graph"]).build(config, FLAGS.branches, model)
   path = export_saved_model(model, FLAGS.export_base_path, FLAGS.version,
                             warmup_inputs(config, table.item_ids),
                             FLAGS.model_name)

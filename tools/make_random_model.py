@@ -15,6 +15,7 @@ import numpy as np
 from absl import flags
 
 from tf_genrec import graphs
+from tf_genrec.generation.generation_config import save_prompt_spec
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
@@ -53,9 +54,9 @@ def main(argv):
                    random_codes(rng, FLAGS.num_items, FLAGS.num_levels,
                                 FLAGS.codebook_size),
                    rng.random(FLAGS.num_items))
-  template = graphs.get(FLAGS.graph).graph_config(
-      num_levels=FLAGS.num_levels,
-      codebook_size=FLAGS.codebook_size).template
+  graph = graphs.get(FLAGS.graph).graph_config(
+      num_levels=FLAGS.num_levels, codebook_size=FLAGS.codebook_size)
+  template = graph.template
   model = Qwen2ForCausalLM(Qwen2Config(
       vocab_size=template.vocab_size, hidden_size=FLAGS.hidden_size,
       intermediate_size=FLAGS.intermediate_size,
@@ -64,6 +65,8 @@ def main(argv):
       num_key_value_heads=FLAGS.num_key_value_heads), seed=FLAGS.seed)
   hf_dir = os.path.join(FLAGS.output_dir, "hf")
   save_hf_checkpoint(model, hf_dir)
+  save_prompt_spec(hf_dir, graphs.prompt_scene(FLAGS.graph), FLAGS.num_levels,
+                   FLAGS.codebook_size, graph.behavior.max_len)
   print(json.dumps({"item_table": table_path, "checkpoint_dir": hf_dir}))
 
 

@@ -27,6 +27,7 @@ from tf_genrec import graphs
 from tf_genrec.data.amazon import leave_one_out, load_dataset
 from tf_genrec.evaluation.baselines import load_sasrec
 from tf_genrec.generation.beam_search import SID_SOFTMAXES
+from tf_genrec.generation.generation_config import save_prompt_spec
 from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
@@ -203,6 +204,8 @@ def main(argv):
     shutil.copytree(trainer.best_dir, hf_dir)
   else:
     trainer.save_hf(hf_dir)
+  save_prompt_spec(hf_dir, FLAGS.graph, table.num_levels, FLAGS.codebook_size,
+                   FLAGS.max_history)
   report = {"preset": FLAGS.preset, "recipe_in_effect": recipe,
             "train_loss": train_loss, "valid_loss": valid_loss,
             "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,

@@ -1,9 +1,12 @@
 """How a checkpoint must be decoded, saved beside its weights.
 
-The per-level normalisation (`sid_softmax`) is fixed by training, so the
-trainer records it in the checkpoint directory's generation_config.json (the
-file Hugging Face keeps generation settings in) and the export reads it
-back; a mismatch would silently rank with scores the model never learned.
+Training fixes what the serving graph must reproduce: the per-level
+normalisation (`sid_softmax`) and the prompt the model learned (its scene,
+the semantic-ID shape L x K, how many recent items a prompt holds). The
+trainer records them in the checkpoint directory's generation_config.json
+(the file Hugging Face keeps generation settings in) and the export reads
+them back, so a user re-types none of them; a mismatch would otherwise
+silently build prompts, or rank with scores, the model never learned.
 """
 import json
 import os
@@ -12,19 +15,69 @@ from tf_genrec.generation.beam_search import check_sid_softmax
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 _DEFAULT_SID_SOFTMAX = "level"  # checkpoints without the file were trained so
+# What the serving prompt depends on, recorded by `tf-genrec train`.
+PROMPT_KEYS = ("scene", "num_levels", "codebook_size", "max_history")
+
+
+def _path(model_dir):
+  return os.path.join(model_dir, GENERATION_CONFIG_NAME)
+
+
+def _read(model_dir) -> dict:
+  if not os.path.exists(_path(model_dir)):
+    return {}
+  with open(_path(model_dir)) as f:
+    return json.load(f)
+
+
+def _update(model_dir, values: dict):
+  """Merges `values` into the file, keeping what other writers recorded."""
+  config = dict(_read(model_dir), **values)
+  with open(_path(model_dir), "w") as f:
+    json.dump(config, f, indent=2, sort_keys=True)
 
 
 def save_sid_softmax(model_dir, sid_softmax: str):
   check_sid_softmax(sid_softmax)
-  with open(os.path.join(model_dir, GENERATION_CONFIG_NAME), "w") as f:
-    json.dump({"sid_softmax": sid_softmax}, f, indent=2)
+  _update(model_dir, {"sid_softmax": sid_softmax})
 
 
 def load_sid_softmax(model_dir) -> str:
-  path = os.path.join(model_dir, GENERATION_CONFIG_NAME)
-  if not os.path.exists(path):
-    return _DEFAULT_SID_SOFTMAX
-  with open(path) as f:
-    value = json.load(f).get("sid_softmax", _DEFAULT_SID_SOFTMAX)
-  check_sid_softmax(value, f"{path}: sid_softmax")
+  value = _read(model_dir).get("sid_softmax", _DEFAULT_SID_SOFTMAX)
+  check_sid_softmax(value, f"{_path(model_dir)}: sid_softmax")
   return value
+
+
+def save_prompt_spec(model_dir, scene: str, num_levels: int,
+                     codebook_size: int, max_history: int):
+  """Records the prompt a checkpoint was trained on (PROMPT_KEYS)."""
+  _update(model_dir, {"scene": scene, "num_levels": int(num_levels),
+                      "codebook_size": int(codebook_size),
+                      "max_history": int(max_history)})
+
+
+def load_prompt_spec(model_dir) -> dict:
+  """The PROMPT_KEYS a checkpoint recorded ({} for older checkpoints)."""
+  config = _read(model_dir)
+  return {k: config[k] for k in PROMPT_KEYS if k in config}
+
+
+def resolve_prompt_spec(model_dir, given: dict, defaults: dict) -> dict:
+  """PROMPT_KEYS for an export: the checkpoint's values, else `defaults`.
+
+  given: values the user set explicitly (None = not set). One that differs
+  from what the checkpoint recorded raises ValueError naming both values.
+  """
+  recorded = load_prompt_spec(model_dir)
+  resolved = {}
+  for key in PROMPT_KEYS:
+    value, trained = given.get(key), recorded.get(key)
+    if value is not None and trained is not None and value != trained:
+      raise ValueError(
+          f"{key}={value!r} conflicts with the checkpoint, trained with "
+          f"{key}={trained!r} ({_path(model_dir)}); drop the flag to use the "
+          f"checkpoint's value")
+    if value is None:
+      value = trained if trained is not None else defaults.get(key)
+    resolved[key] = value
+  return resolved
