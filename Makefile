@@ -26,7 +26,7 @@ demo: setup
 	$(VENV)/bin/tf-genrec demo
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 clean:
 	rm -rf build $(OPS_SO) *.egg-info

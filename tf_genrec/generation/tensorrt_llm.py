@@ -1,11 +1,15 @@
 """The TensorRT-LLM generation engine, Python side: what the export checks.
 
+Also the engine build settings and commands tools/build_engine.py runs.
 The engine itself is C++ (custom_ops/engine/tensorrt_llm/, docs/tensorrt_llm.md)
 in its own op library, built only on machines with TensorRT-LLM 1.2.x: the
 last line with the C++ Executor (upstream deleted it afterwards).
 """
+import dataclasses
 import json
 import os
+import sys
+from typing import List
 
 TENSORRT_LLM_VERSION = "1.2"  # Releases 1.2.x.
 # TensorRT-LLM's largest beam width (kTensorRtLlmMaxBeamWidth in C++).
@@ -83,3 +87,78 @@ def load_engine_settings(engine_dir, max_beam_width: int, max_prompt_len: int,
     settings = json.load(f)
   check_engine_settings(settings, max_beam_width, max_prompt_len, num_levels)
   return settings
+
+
+# TensorRT-LLM's Qwen converter, run in the TensorRT-LLM environment (the
+# wheel has no examples/ directory, so its model API is called directly).
+_CONVERT = ("import sys; from tensorrt_llm.models import QWenForCausalLM; "
+            "QWenForCausalLM.from_hugging_face(sys.argv[1], dtype=sys.argv[3])"
+            ".save_checkpoint(sys.argv[2])")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+  """What the recall path needs of the engine; recorded beside it."""
+  max_beam_width: int
+  max_input_len: int  # The scene template's max_prompt_len.
+  max_output_len: int  # L: one semantic ID.
+  max_batch_size: int
+  dtype: str
+  tokens_per_block: int
+  end_id: int  # A non-SID token: the trie processor masks it.
+  tensorrt_llm_version: str = TENSORRT_LLM_VERSION
+  logits_dtype: str = "float32"  # What the trie logits processor reads.
+  paged_kv_cache: bool = True
+  enable_block_reuse: bool = True
+
+  def __post_init__(self):
+    if not 1 <= self.max_beam_width <= MAX_BEAM_WIDTH:
+      raise ValueError(
+          f"max_beam_width={self.max_beam_width} must be in [1, "
+          f"{MAX_BEAM_WIDTH}] (TensorRT-LLM's limit)")
+    for name in ("max_input_len", "max_output_len", "max_batch_size",
+                 "tokens_per_block"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+
+
+def end_id(hf_config: dict, sid_offset: int) -> int:
+  """The checkpoint's EOS if it is not a semantic-ID token, else its pad."""
+  for key in ("eos_token_id", "pad_token_id"):
+    token = hf_config.get(key)
+    if isinstance(token, int) and 0 <= token < sid_offset:
+      return token
+  return 0  # Below sid_offset: the template's first special token.
+
+
+def convert_command(checkpoint_dir, trt_checkpoint_dir, dtype) -> List[str]:
+  return [sys.executable, "-c", _CONVERT, checkpoint_dir, trt_checkpoint_dir,
+          dtype]
+
+
+def build_command(trt_checkpoint_dir, output_dir,
+                  s: EngineSettings) -> List[str]:
+  return [
+      "trtllm-build",
+      f"--checkpoint_dir={trt_checkpoint_dir}",
+      f"--output_dir={output_dir}",
+      f"--max_beam_width={s.max_beam_width}",
+      f"--max_batch_size={s.max_batch_size}",
+      f"--max_input_len={s.max_input_len}",
+      f"--max_seq_len={s.max_input_len + s.max_output_len}",
+      # Prefill of a whole batch of the longest prompts in one step.
+      f"--max_num_tokens={s.max_batch_size * s.max_input_len}",
+      f"--logits_dtype={s.logits_dtype}",
+      "--kv_cache_type=paged",
+      f"--tokens_per_block={s.tokens_per_block}",
+      # Block reuse needs context attention over the paged cache.
+      "--use_paged_context_fmha=enable",
+      "--gemm_plugin=auto",
+  ]
+
+
+def write_settings(output_dir, settings: EngineSettings) -> str:
+  path = os.path.join(output_dir, SETTINGS_NAME)
+  with open(path, "w") as f:
+    json.dump(dataclasses.asdict(settings), f, indent=2, sort_keys=True)
+  return path
