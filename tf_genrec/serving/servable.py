@@ -208,14 +208,33 @@ class Servable:
     with self._cond:
       self._refs -= 1
       self._cond.notify_all()
+      if self._retired and self._refs == 0:
+        self._free()
 
   def retire(self, timeout=None):
     """Refuses new requests, waits up to `timeout` seconds for in-flight ones,
-    then drops the model (a request still running keeps what it uses alive).
-    Returns whether all requests had finished."""
+    then frees the version: its resources now, or when the last request
+    still running releases it. Returns whether all requests had finished."""
     with self._cond:
       self._retired = True
       drained = self._cond.wait_for(lambda: self._refs == 0, timeout)
-      self._functions = {}
-      self._loaded = None
+      if drained:
+        self._free()
     return drained
+
+  def _free(self):
+    """Destroys the version's resources (item table, generation engine).
+
+    TF frees a restored resource only through a destroyer saved with it,
+    and such a destroyer would fail `load(path).signatures[...]` users once
+    the root is collected; the server instead knows when a version is done
+    with, so it destroys every resource of the loaded object here (the
+    functions are dropped at the same time, so nothing can use them)."""
+    if self._loaded is None:
+      return
+    for obj in tf.train.TrackableView(self._loaded).descendants():
+      if isinstance(obj, tf.saved_model.experimental.TrackableResource):
+        tf.raw_ops.DestroyResourceOp(resource=obj.resource_handle,
+                                     ignore_lookup_error=True)
+    self._functions = {}
+    self._loaded = None
