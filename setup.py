@@ -26,10 +26,12 @@ def tensorrt_llm_extensions():
   if not root:
     return []
   cuda = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+  # engine.cc, trie.cc and the backend registry come from the default
+  # library, which this one links against (built first, same directory), so
+  # the backend it registers is the one the GenerationEngine resource sees.
   return [Extension(
       TENSORRT_LLM_LIBRARY,
-      sorted(glob.glob("custom_ops/engine/tensorrt_llm/*.cc")) +
-      ["custom_ops/engine/engine.cc", "custom_ops/engine/trie.cc"],
+      sorted(glob.glob("custom_ops/engine/tensorrt_llm/*.cc")),
       include_dirs=[".", os.path.join(root, "include"),
                     os.path.join(cuda, "include")],
       library_dirs=[os.path.join(root, "libs")],
@@ -63,6 +65,9 @@ class TfOpsBuildExt(build_ext):
                  ["-l" + lib for lib in ext.libraries])
     if ext.name == OPS_LIBRARY:
       ext_flags += _openblas_flags()
+    if ext.name == TENSORRT_LLM_LIBRARY:
+      ext_flags += ["-L" + os.path.dirname(out), "-l:_tf_genrec_ops.so",
+                    "-Wl,-rpath,$ORIGIN"]
     cmd = (["g++", "-shared", "-fPIC", "-O2", "-std=c++17", "-Wall"] +
            ext.sources + ["-o", out] + compile_flags +
            tf.sysconfig.get_link_flags() + ext_flags)

@@ -38,10 +38,6 @@ for dtype in float16 float32; do
     --dtype=$dtype --output_dir="$WORK/engine_$dtype"
 done
 
-# --engine comes with the engine-op branch; --tensorrt_llm_engine_dir (the
-# directory copied into the SavedModel's assets, checked with
-# tf_genrec.generation.tensorrt_llm.load_engine_settings) is the integration
-# step named in docs/tensorrt_llm.md.
 export_model() {  # engine name, base path, extra flags
   $TG export --graph=ad_recall --checkpoint_dir="$WORK/generator/hf" \
     --item_table=runs/demo/sids/item_table.tsv --export_base_path="$2" \
@@ -51,7 +47,7 @@ export_model() {  # engine name, base path, extra flags
 export_model cpu "$WORK/models/cpu"
 for dtype in float16 float32; do
   export_model tensorrt_llm "$WORK/models/trt_$dtype" \
-    --tensorrt_llm_engine_dir="$WORK/engine_$dtype"
+    --engine_dir="$WORK/engine_$dtype"
 done
 
 for dtype in float16 float32; do
@@ -62,7 +58,7 @@ import tensorflow as tf
 from tf_genrec.data.amazon import leave_one_out, load_amazon_scientific
 from tf_genrec.evaluation.saved_model_recall import recall_saved_model
 from tf_genrec.generation import tensorrt_llm
-tf.load_op_library(tensorrt_llm.require_library())
+tensorrt_llm.require_library()  # tf_genrec.ops loads it when present
 cpu_dir, trt_dir, dtype, width = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 histories = leave_one_out(load_amazon_scientific().histories).valid_inputs()[:2000]
 cpu = recall_saved_model(cpu_dir, histories, width, 10)

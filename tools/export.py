@@ -49,7 +49,12 @@ flags.DEFINE_enum("generator_dtype", "float32", ["float32", "bfloat16"],
 flags.DEFINE_enum("engine", "tf", list(ENGINES),
                   "Generator: tf = TF-native beam search (portable "
                   "reference), cpu = the GenrecGenerate op over the C++ CPU "
-                  "engine (float32).")
+                  "engine (float32), tensorrt_llm = the same op over the "
+                  "TensorRT-LLM engine in --engine_dir (GPU; "
+                  "docs/tensorrt_llm.md).")
+flags.DEFINE_string("engine_dir", None, "--engine=tensorrt_llm: the engine "
+                    "directory `tf-genrec build_engine` wrote; its files are "
+                    "copied into the SavedModel's assets.")
 flags.DEFINE_enum("sid_softmax", None, list(SID_SOFTMAXES),
                   "Override the per-level normalisation the checkpoint was "
                   "trained with (default: its generation_config.json).")
@@ -128,7 +133,8 @@ def main(argv):
   config = graph_config_from_flags(spec)
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
                                   FLAGS.item_table, FLAGS.generator_dtype,
-                                  FLAGS.sid_softmax, FLAGS.engine)
+                                  FLAGS.sid_softmax, FLAGS.engine,
+                                  FLAGS.engine_dir)
   if spec["graph"] == "ad_recall_multi":
     if not FLAGS.branches:
       raise flags.ValidationError("--graph=ad_recall_multi needs --branches")

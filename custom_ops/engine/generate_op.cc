@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "custom_ops/engine/cpu_engine.h"
 #include "custom_ops/engine/engine.h"
+#include "custom_ops/engine/engine_registry.h"
 #include "tensorflow/core/framework/cancellation.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -30,6 +31,19 @@ using tf_genrec::Engine;
 using tf_genrec::EngineConfig;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// The CPU backend is in this library; the others register from their own.
+const bool kCpuBackendRegistered =
+    tf_genrec::RegisterEngineBackend("cpu", tf_genrec::CreateCpuEngine);
+
+std::string MissingBackendHint(const std::string& backend) {
+  if (backend == "tensorrt_llm") {
+    return "load the op library _tf_genrec_tensorrt_llm_ops.so first "
+           "(tf_genrec.ops does when it is installed; it is built on a GPU "
+           "machine with TensorRT-LLM 1.2.x, docs/tensorrt_llm.md)";
+  }
+  return "no op library loaded provides it";
+}
 
 // Holds one engine backend; created empty by the handle op, given its
 // engine by the init op, and destroyed (joining the engine's threads) when
@@ -60,12 +74,9 @@ class GenerationEngineResource : public ResourceBase {
           absl::StrCat("generation engine was initialised from ", filename_,
                        ", not ", filename));
     }
-    if (backend_ != "cpu") {
-      return absl::UnimplementedError(absl::StrCat(
-          "engine backend \"", backend_, "\" is not in this op library"));
-    }
     absl::StatusOr<std::unique_ptr<Engine>> engine =
-        tf_genrec::CreateCpuEngine(config_, filename, num_threads_);
+        tf_genrec::CreateEngine(backend_, config_, filename, num_threads_,
+                                MissingBackendHint(backend_));
     if (!engine.ok()) return engine.status();
     engine_ = *std::move(engine);
     filename_ = filename;
@@ -93,7 +104,7 @@ class GenerationEngineResource : public ResourceBase {
 
 REGISTER_OP("GenrecGenerationEngine")
     .Output("engine: resource")
-    .Attr("backend: {'cpu'} = 'cpu'")
+    .Attr("backend: {'cpu', 'tensorrt_llm'} = 'cpu'")
     .Attr("num_levels: int >= 1")
     .Attr("codebook_size: int >= 1")
     .Attr("sid_offset: int >= 0")
@@ -110,7 +121,8 @@ REGISTER_OP("GenrecGenerationEngine")
     .Doc(R"doc(
 Creates an empty generation engine; GenrecGenerationEngineInit loads it.
 
-backend: the engine implementation ("cpu": custom_ops/engine/cpu_engine.h).
+backend: the engine implementation ("cpu": custom_ops/engine/cpu_engine.h,
+  "tensorrt_llm": docs/tensorrt_llm.md, registered by its own op library).
 num_levels, codebook_size, sid_offset: the semantic-ID vocabulary (L codes
   per ID, K per level, token of code c at level l = sid_offset + l*K + c);
   the engine file must agree.
@@ -193,10 +205,11 @@ REGISTER_OP("GenrecGenerationEngineInit")
     .SetIsStateful()
     .SetShapeFn(ScalarInputs)
     .Doc(R"doc(
-Loads the engine file (format: custom_ops/engine/cpu_engine.h) into the
-engine and starts it. Its num_levels, codebook_size and sid_offset must equal
-the engine's attributes; a mismatch or a truncated file is an error naming
-the field. Initialising again from the same filename is a no-op.
+Loads the engine asset into the engine and starts it: for "cpu" the engine
+file (format: custom_ops/engine/cpu_engine.h), for "tensorrt_llm" the engine
+directory (custom_ops/engine/tensorrt_llm/engine_assets.h). Its num_levels,
+codebook_size and sid_offset must equal the engine's attributes; a mismatch
+or a truncated file is an error naming the field. Initialising again from the same filename is a no-op.
 )doc");
 
 class GenerationEngineInitOp : public OpKernel {

@@ -1,6 +1,9 @@
 """From files on disk (checkpoint, item table, scene) to a recall model."""
+import os
+
 from tf_genrec.builders.config import RecallGraphConfig
 from tf_genrec.builders.recall_model import GenerativeRecallModel
+from tf_genrec.generation import tensorrt_llm
 from tf_genrec.generation.beam_search import BeamSearchGenerator
 from tf_genrec.generation.engine_generator import EngineGenerator
 from tf_genrec.generation.generator import ENGINES
@@ -13,18 +16,37 @@ from tf_genrec.tables.item_table_resource import ItemTable
 
 def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                             item_table_path, generator_dtype="float32",
-                            sid_softmax=None,
-                            engine="tf") -> GenerativeRecallModel:
+                            sid_softmax=None, engine="tf",
+                            engine_dir=None) -> GenerativeRecallModel:
   """The recall model: Qwen2 checkpoint + item table + scene.
 
   engine: the generator (tf_genrec/generation/generator.py): "tf" the
   TF-native BeamSearchGenerator, "cpu" the GenrecGenerate op over the C++
-  CPU engine (float32 only).
+  CPU engine (float32 only), "tensorrt_llm" the same op over the
+  TensorRT-LLM engine in engine_dir (`tf-genrec build_engine`; its files are
+  copied into the SavedModel's assets; docs/tensorrt_llm.md).
   generator_dtype: the beam search's matmul dtype; bfloat16 is faster on CPUs
   with AVX512_BF16 but approximate (see docs/benchmarks.md).
   sid_softmax: how the generator normalises each level; None reads what
   the checkpoint was trained with (generation_config.json).
   """
+  if engine not in ENGINES:
+    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+  if (engine_dir is not None) != (engine == "tensorrt_llm"):
+    raise ValueError(f"engine_dir={engine_dir!r} is for engine="
+                     f"'tensorrt_llm' only (and required by it), got "
+                     f"engine={engine!r}")
+  if sid_softmax is None:
+    sid_softmax = load_sid_softmax(checkpoint_dir)
+  if engine == "tensorrt_llm":
+    # Before anything is loaded: the width limit, the softmax mode, the op
+    # library (RuntimeError saying what to install) and the engine's files.
+    tensorrt_llm.check_export(config.retrieval.max_beam_width, sid_softmax)
+    names = {os.path.basename(p) for p in tensorrt_llm.engine_files(engine_dir)}
+    if os.path.basename(item_table_path) in names:
+      raise ValueError(f"the item table's file name "
+                       f"{os.path.basename(item_table_path)!r} is also a "
+                       f"file of {engine_dir}: assets share one directory")
   t = config.template
   table_data = read_item_table(item_table_path)
   if table_data.num_levels != t.num_levels:
@@ -35,12 +57,14 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   if model.config.vocab_size < t.vocab_size:
     raise ValueError(f"checkpoint vocab_size {model.config.vocab_size} < "
                      f"{t.vocab_size} needed by the template's SID tokens")
-  if sid_softmax is None:
-    sid_softmax = load_sid_softmax(checkpoint_dir)
   trie = SemanticIdTrie(table_data.codes, t.codebook_size)
-  if engine not in ENGINES:
-    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-  if engine == "cpu":
+  if engine == "tensorrt_llm":
+    generator = EngineGenerator(model, trie, t.sid_offset,
+                                config.retrieval.max_beam_width,
+                                sid_softmax=sid_softmax,
+                                max_prompt_len=t.max_prompt_len,
+                                tensorrt_llm_engine_dir=engine_dir)
+  elif engine == "cpu":
     if generator_dtype != "float32":
       raise ValueError(f"the cpu engine computes in float32, got "
                        f"generator_dtype={generator_dtype!r}")

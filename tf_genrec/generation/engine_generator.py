@@ -1,7 +1,9 @@
 """EngineGenerator: the generator as one op (GenrecGenerate) over an engine
 resource, the way TF-TRT wraps an engine: the engine file is a SavedModel
 asset, the resource is created and loaded from it when a model version loads
-and destroyed when the version unloads (so a version owns its engine)."""
+and destroyed when the version unloads (so a version owns its engine).
+Backends: "cpu" (the engine file holds the weights) and "tensorrt_llm" (a
+TensorRT-LLM engine directory, docs/tensorrt_llm.md)."""
 import os
 import tempfile
 import uuid
@@ -10,6 +12,7 @@ import tensorflow as tf
 from tensorflow.python.ops import gen_resource_variable_ops
 
 from tf_genrec import ops
+from tf_genrec.generation import tensorrt_llm
 from tf_genrec.generation.beam_search import check_sid_softmax
 from tf_genrec.generation.engine_file import write_engine_file
 
@@ -22,7 +25,10 @@ class GenerationEngine(tf.saved_model.experimental.TrackableResource):
   def __init__(self, path, *, num_levels: int, codebook_size: int,
                sid_offset: int, max_beam_width: int, max_prompt_len: int,
                sid_softmax: str, max_queued_requests: int,
-               max_step_tokens: int, num_threads: int, backend: str = "cpu"):
+               max_step_tokens: int, num_threads: int, backend: str = "cpu",
+               extra_files=()):
+    """path: the init op's asset; extra_files: more files the engine reads
+    beside it (copied into the same flat assets directory)."""
     super().__init__()
     self._attrs = dict(backend=backend, num_levels=num_levels,
                        codebook_size=codebook_size, sid_offset=sid_offset,
@@ -35,6 +41,8 @@ class GenerationEngine(tf.saved_model.experimental.TrackableResource):
     # find this one resource, and two loaded versions must not share one.
     self._shared_name = f"tf_genrec_engine_{uuid.uuid4()}"
     self._asset = self._track_trackable(tf.saved_model.Asset(path), "_asset")
+    for i, extra in enumerate(extra_files):
+      self._track_trackable(tf.saved_model.Asset(extra), f"_extra_file_{i}")
     with tf.init_scope():
       self._initialize()
 
@@ -62,9 +70,12 @@ class EngineGenerator(tf.Module):
                sid_softmax: str = "level", max_prompt_len: int = 2048,
                max_queued_requests: int = 1024, max_step_tokens: int = 8192,
                num_threads: int = 0, engine_dir=None,
-               name="engine_generator"):
+               tensorrt_llm_engine_dir=None, name="engine_generator"):
     """engine_dir: where to write the engine file (a new temporary directory
-    if None); export copies it into the SavedModel's assets."""
+    if None); export copies it into the SavedModel's assets.
+    tensorrt_llm_engine_dir: a TensorRT-LLM engine (`tf-genrec build_engine`)
+    to generate with instead of the CPU engine; its files go into the
+    assets, the weights of `model` are not used (its vocab_size is)."""
     super().__init__(name=name)
     if not 1 <= max_beam_width <= 1024:
       raise ValueError(f"max_beam_width must be in [1, 1024], got "
@@ -74,14 +85,22 @@ class EngineGenerator(tf.Module):
     self.num_levels = trie.num_levels
     engine_dir = engine_dir or tempfile.mkdtemp(prefix="tf_genrec_engine_")
     os.makedirs(engine_dir, exist_ok=True)
-    path = os.path.join(engine_dir, ENGINE_FILE_NAME)
-    write_engine_file(path, model, trie, sid_offset)
+    if tensorrt_llm_engine_dir is None:
+      backend, extra_files = "cpu", ()
+      path = os.path.join(engine_dir, ENGINE_FILE_NAME)
+      write_engine_file(path, model, trie, sid_offset)
+    else:
+      backend = "tensorrt_llm"
+      path, extra_files = tensorrt_llm.write_assets(
+          engine_dir, tensorrt_llm_engine_dir, trie,
+          model.config.vocab_size, max_beam_width, max_prompt_len)
     self.engine = GenerationEngine(
         path, num_levels=trie.num_levels, codebook_size=trie.codebook_size,
         sid_offset=sid_offset, max_beam_width=max_beam_width,
         max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
         max_queued_requests=max_queued_requests,
-        max_step_tokens=max_step_tokens, num_threads=num_threads)
+        max_step_tokens=max_step_tokens, num_threads=num_threads,
+        backend=backend, extra_files=extra_files)
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.int32, name="input_ids"),

@@ -2,13 +2,14 @@
 
 Implementations: BeamSearchGenerator (TF-native, `--engine=tf`, the portable
 reference) and EngineGenerator (the GenrecGenerate op over an engine
-resource, `--engine=cpu`).
+resource: `--engine=cpu`, or `--engine=tensorrt_llm` on a GPU,
+docs/tensorrt_llm.md).
 """
 from typing import Protocol, Tuple
 
 import tensorflow as tf
 
-ENGINES = ("tf", "cpu")
+ENGINES = ("tf", "cpu", "tensorrt_llm")
 
 
 class Generator(Protocol):

@@ -17,6 +17,9 @@ MAX_BEAM_WIDTH = 256
 LIBRARY_NAME = "_tf_genrec_tensorrt_llm_ops.so"
 # The settings tools/build_engine.py records beside the engine.
 SETTINGS_NAME = "tf_genrec_engine.json"
+# The engine resource's init asset (format:
+# custom_ops/engine/tensorrt_llm/engine_assets.h).
+ASSETS_NAME = "tf_genrec_tensorrt_llm.txt"
 
 _OPS_DIR = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "ops")
@@ -87,6 +90,38 @@ def load_engine_settings(engine_dir, max_beam_width: int, max_prompt_len: int,
     settings = json.load(f)
   check_engine_settings(settings, max_beam_width, max_prompt_len, num_levels)
   return settings
+
+
+def engine_files(engine_dir) -> List[str]:
+  """The files of engine_dir the executor reads (trtllm-build's flat output:
+  config.json, rank<i>.engine; plus the recorded settings); subdirectories
+  such as build_engine's converted checkpoint are left out."""
+  names = sorted(n for n in os.listdir(engine_dir)
+                 if os.path.isfile(os.path.join(engine_dir, n)))
+  if "config.json" not in names:
+    raise ValueError(f"{engine_dir} has no config.json: not an engine "
+                     "directory written by `tf-genrec build_engine`")
+  if ASSETS_NAME in names:
+    raise ValueError(f"{engine_dir} must not contain {ASSETS_NAME} (the "
+                     "export writes it)")
+  return [os.path.join(engine_dir, n) for n in names]
+
+
+def write_assets(out_dir, engine_dir, trie, vocab_size: int,
+                 max_beam_width: int, max_prompt_len: int):
+  """The engine resource's assets: (init file written to out_dir, the engine
+  files to copy beside it). Checks the engine's settings for the export."""
+  settings = load_engine_settings(engine_dir, max_beam_width, max_prompt_len,
+                                  trie.num_levels)
+  files = engine_files(engine_dir)
+  path = os.path.join(out_dir, ASSETS_NAME)
+  with open(path, "w") as f:
+    f.write(f"vocab_size {int(vocab_size)}\nend_id {int(settings['end_id'])}"
+            f"\nmax_beam_width {int(settings['max_beam_width'])}\n"
+            f"num_sids {trie.num_sids}\n")
+    for row in trie.sids_np:
+      f.write(" ".join(str(int(c)) for c in row) + "\n")
+  return path, files
 
 
 # TensorRT-LLM's Qwen converter, run in the TensorRT-LLM environment (the

@@ -1,6 +1,7 @@
 """Typed Python wrappers of the recall-path C++ ops (custom_ops/*.cc).
 
-Importing this module loads `_tf_genrec_ops.so` once and registers the ops, so
+Importing this module loads `_tf_genrec_ops.so` once and registers the ops
+(and `_tf_genrec_tensorrt_llm_ops.so`'s engine backend where it is built), so
 it must be imported before `tf.saved_model.load` of a model that uses them.
 Inputs may be tensors, numpy arrays or lists; integer tensors are widened
 (never narrowed) to the op's dtype, any other dtype mismatch raises
@@ -12,12 +13,18 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_genrec.generation import tensorrt_llm
+
 _LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "_tf_genrec_ops.so")
 if not os.path.exists(_LIBRARY):
   raise ImportError(f"{_LIBRARY} is missing: build it with `make ops` "
                     "(python setup.py build_ext --inplace)")
 _lib = tf.load_op_library(_LIBRARY)
+# The TensorRT-LLM engine's library, where it was built (GPU machines): it
+# registers the GenerationEngine backend "tensorrt_llm" (docs/tensorrt_llm.md).
+if os.path.exists(tensorrt_llm.library_path()):
+  tf.load_op_library(tensorrt_llm.library_path())
 
 DEDUP_MODES = ("none", "consecutive", "keep_last")
 MISSING_MODES = ("drop", "error")

@@ -15,6 +15,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "custom_ops/engine/engine_registry.h"
+#include "custom_ops/engine/tensorrt_llm/engine_assets.h"
 #include "tensorrt_llm/executor/executor.h"
 #include "tensorrt_llm/runtime/cudaStream.h"
 
@@ -153,22 +155,18 @@ absl::StatusOr<std::unique_ptr<ExecutorLike>> CreateTensorRtLlmExecutor(
   }
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> CreateTensorRtLlmEngine(
-    const EngineConfig& config, SemanticIdTrie trie,
-    const TensorRtLlmExecutorOptions& executor_options,
-    const TensorRtLlmOptions& options) {
-  // Refuse what the backend cannot do before loading anything on the GPU.
-  if (absl::Status s = ValidateTensorRtLlmConfig(config, options); !s.ok()) {
-    return s;
-  }
-  absl::StatusOr<std::unique_ptr<ExecutorLike>> executor =
-      CreateTensorRtLlmExecutor(executor_options);
-  if (!executor.ok()) return executor.status();
-  absl::StatusOr<std::unique_ptr<TensorRtLlmEngine>> engine =
-      TensorRtLlmEngine::Create(config, std::move(trie), *std::move(executor),
-                                options);
-  if (!engine.ok()) return engine.status();
-  return std::unique_ptr<Engine>(*std::move(engine));
-}
+// Loading this library adds the backend to the GenerationEngine resource.
+const bool kRegistered = RegisterEngineBackend(
+    "tensorrt_llm",
+    [](const EngineConfig& config, const std::string& path, int) {
+      return CreateTensorRtLlmEngineFromAssets(
+          config, path,
+          [](const std::string& engine_dir, const TensorRtLlmAssets& assets) {
+            TensorRtLlmExecutorOptions options;
+            options.engine_dir = engine_dir;
+            options.max_beam_width = assets.max_beam_width;
+            return CreateTensorRtLlmExecutor(options);
+          });
+    });
 
 }  // namespace tf_genrec

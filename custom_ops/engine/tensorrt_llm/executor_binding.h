@@ -1,7 +1,8 @@
-// Entry point of the TensorRT-LLM backend: the real executor behind
-// ExecutorLike and the engine over it. Declared here without TensorRT-LLM
-// types; defined in executor_binding.cc, built only when TENSORRT_LLM_ROOT is
-// set (setup.py) and NOT compiled or run in CI (no GPU there).
+// The real executor behind ExecutorLike, declared without TensorRT-LLM
+// types; defined in executor_binding.cc, which also registers the
+// "tensorrt_llm" engine backend (engine_registry.h) when its library
+// (_tf_genrec_tensorrt_llm_ops.so) is loaded. Built only when
+// TENSORRT_LLM_ROOT is set (setup.py); NOT compiled or run in CI (no GPU).
 #ifndef TF_GENREC_CUSTOM_OPS_ENGINE_TENSORRT_LLM_EXECUTOR_BINDING_H_
 #define TF_GENREC_CUSTOM_OPS_ENGINE_TENSORRT_LLM_EXECUTOR_BINDING_H_
 
@@ -9,10 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "custom_ops/engine/engine.h"
 #include "custom_ops/engine/tensorrt_llm/executor_like.h"
-#include "custom_ops/engine/tensorrt_llm/tensorrt_llm_engine.h"
-#include "custom_ops/engine/trie.h"
 
 namespace tf_genrec {
 
@@ -27,12 +25,6 @@ struct TensorRtLlmExecutorOptions {
 
 absl::StatusOr<std::unique_ptr<ExecutorLike>> CreateTensorRtLlmExecutor(
     const TensorRtLlmExecutorOptions& options);
-
-// The Engine the GenerationEngine resource holds for backend "tensorrt_llm".
-absl::StatusOr<std::unique_ptr<Engine>> CreateTensorRtLlmEngine(
-    const EngineConfig& config, SemanticIdTrie trie,
-    const TensorRtLlmExecutorOptions& executor_options,
-    const TensorRtLlmOptions& options);
 
 }  // namespace tf_genrec
 
