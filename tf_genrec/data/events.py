@@ -302,11 +302,12 @@ def read_events(spec: DataSpec, item_ids: np.ndarray):
     users.append(users_index(batch["user"][known]).astype(np.int32))
     items.append(batch["item"][known].astype(np.int32))
     times.append(batch["time"][known])
-  if not users:
-    return (np.zeros(0, np.int32), np.zeros(0, np.int32),
-            np.zeros(0, np.int64), dropped)
-  return (np.concatenate(users), np.concatenate(items),
-          np.concatenate(times), dropped)
+  columns = []
+  for chunks, dtype in ((users, np.int32), (items, np.int32),
+                        (times, np.int64)):
+    columns.append(np.concatenate(chunks) if chunks else np.zeros(0, dtype))
+    chunks.clear()  # one column's chunks and its copy alive at a time
+  return (*columns, dropped)
 
 
 def load_event_dataset(spec: DataSpec) -> Dataset:
@@ -316,9 +317,12 @@ def load_event_dataset(spec: DataSpec) -> Dataset:
   if dropped:
     logging.warning("%s: dropped %d events of items not in the catalogue %s",
                     spec.events, dropped, spec.items)
-  # Stable: events with equal timestamps keep their order in the log.
+  # Stable: events with equal timestamps keep their order in the log. One
+  # column at a time, so at most one extra column is alive.
   order = np.lexsort((times, users))
-  users, item_col, times = users[order], item_col[order], times[order]
+  users = users[order]
+  item_col = item_col[order].astype(np.int64)
+  times = times[order]
   del order
   counts = np.bincount(users) if users.size else np.zeros(0, np.int64)
   short = counts < MIN_HISTORY
@@ -326,14 +330,15 @@ def load_event_dataset(spec: DataSpec) -> Dataset:
     logging.warning("%s: dropped %d users with fewer than %d events",
                     spec.events, int(short.sum()), MIN_HISTORY)
     kept = ~short[users]
-    users, item_col, times = users[kept], item_col[kept], times[kept]
+    item_col, times = item_col[kept], times[kept]
     counts = counts[~short]
+  del users
   if not counts.size:
     raise ValueError(f"{spec.events}: no user has {MIN_HISTORY} events of "
                      f"items in the catalogue {spec.items}")
   splits = np.cumsum(counts)[:-1]
   # One array each; every history is a view into it.
-  histories = np.split(item_col.astype(np.int64), splits)
+  histories = np.split(item_col, splits)
   timestamps = np.split(times, splits)
   logging.info("%s: %d users, %d items, %d events", spec.events,
                len(histories), len(items), int(counts.sum()))
