@@ -2,7 +2,6 @@
 the bundled dataset's histories and training examples back, ids map both
 ways, and the input's memory grows only by its compact per-event arrays."""
 import json
-import os
 import subprocess
 import sys
 
@@ -109,7 +108,14 @@ def test_manifest_fields_actions_and_drops(tmp_path):
   _write(tmp_path / "dataset.json", json.dumps({
       "events": "log.csv", "items": "catalogue.csv",
       "fields": {"user_id": "user", "item_id": "sku"}}))
-  with pytest.raises(ValueError, match=r"no column 'user' \(user_id\)"):
+  with pytest.raises(ValueError, match=r"no field 'user' \(user_id\)"):
+    load_dataset(str(tmp_path))
+  _write(tmp_path / "late.csv", "uid,sku,ts\nalice,A,yesterday\n")
+  _write(tmp_path / "dataset.json", json.dumps({
+      "events": "late.csv", "items": "catalogue.csv",
+      "fields": {"user_id": "uid", "item_id": "sku", "timestamp": "ts"}}))
+  with pytest.raises(ValueError, match=r"field 'ts' \(timestamp\) is "
+                     r"'yesterday'; expected an integer$"):
     load_dataset(str(tmp_path))
   _write(tmp_path / "dataset.json", json.dumps({
       "events": "log.csv", "items": "catalogue.csv", "filter": []}))

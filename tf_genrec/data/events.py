@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_genrec.data.dataset import MIN_HISTORY, Dataset, ItemInfo
-from tf_genrec.data.spec import DataSpec
+from tf_genrec.data.spec import EVENT_FIELDS, DataSpec
 
 BATCH_SIZE = 65536
 TEXT_FIELDS = ("title", "description", "brand", "categories")
@@ -50,10 +50,27 @@ class EventReader(abc.ABC):
   def __init__(self, spec: DataSpec):
     self.spec = spec
     self.files = spec.event_files()
+    # Event field -> tf.int64 / tf.string (action_type absent if missing).
+    self.dtypes = {}
+    schema = self._schema()
+    for field in EVENT_FIELDS:
+      name = spec.field(field)
+      if name not in schema:
+        if field == "action_type":
+          continue
+        raise ValueError(f"events: {self.files[0]} has no field {name!r} "
+                         f"({field}); it has {sorted(schema)}")
+      dtype, type_name = schema[name]
+      if dtype is None or (field == "timestamp" and dtype != tf.int64):
+        raise ValueError(f"events: field {name!r} ({field}) is {type_name}; "
+                         "expected an integer" + (
+                             "" if field == "timestamp" else " or a string"))
+      self.dtypes[field] = dtype
 
   @abc.abstractmethod
-  def dtypes(self) -> dict:
-    """Event field -> tf.int64 / tf.string (action_type absent if missing)."""
+  def _schema(self) -> dict:
+    """Field name in the first file -> (tf.int64 / tf.string / None if
+    unsupported, its type as the format names it)."""
 
   @abc.abstractmethod
   def batches(self) -> tf.data.Dataset:
@@ -63,38 +80,21 @@ class EventReader(abc.ABC):
 class TFRecordEvents(EventReader):
   """TFRecord files (GZIP if named *.gz) of tf.train.Example events."""
 
-  def __init__(self, spec):
-    super().__init__(spec)
+  def _schema(self):
     self._compression = "GZIP" if self.files[0].endswith(".gz") else ""
     first = next(iter(tf.data.TFRecordDataset(
         self.files[:1], compression_type=self._compression)), None)
     if first is None:
       raise ValueError(f"events: {self.files[0]} holds no record")
     features = tf.train.Example.FromString(first.numpy()).features.feature
-    self._dtypes = {}
-    for field in ("user_id", "item_id", "timestamp", "action_type"):
-      name = spec.field(field)
-      if name not in features:
-        if field == "action_type":
-          continue
-        raise ValueError(f"events: {self.files[0]} has no feature {name!r} "
-                         f"({field}); features: {sorted(features)}")
-      kind = features[name].WhichOneof("kind")
-      self._dtypes[field] = {"int64_list": tf.int64,
-                             "bytes_list": tf.string}.get(kind)
-      if self._dtypes[field] is None or (
-          field == "timestamp" and kind != "int64_list"):
-        raise ValueError(f"events: feature {name!r} ({field}) is a {kind}; "
-                         "expected int64_list" + (
-                             "" if field == "timestamp" else " or bytes_list"))
-
-  def dtypes(self):
-    return self._dtypes
+    kinds = {"int64_list": tf.int64, "bytes_list": tf.string}
+    return {name: (kinds.get(f.WhichOneof("kind")), f.WhichOneof("kind"))
+            for name, f in features.items()}
 
   def batches(self):
     features = {self.spec.field(f): tf.io.FixedLenFeature([], dtype)
-                for f, dtype in self._dtypes.items()}
-    names = {f: self.spec.field(f) for f in self._dtypes}
+                for f, dtype in self.dtypes.items()}
+    names = {f: self.spec.field(f) for f in self.dtypes}
 
     def parse(serialized):
       parsed = tf.io.parse_example(serialized, features)
@@ -108,33 +108,18 @@ class TFRecordEvents(EventReader):
 class ParquetEvents(EventReader):
   """Parquet files; row groups are read batch by batch by pyarrow."""
 
-  def __init__(self, spec):
-    super().__init__(spec)
+  def _schema(self):
     schema = pq.read_schema(self.files[0])
-    self._dtypes = {}
-    for field in ("user_id", "item_id", "timestamp", "action_type"):
-      name = spec.field(field)
-      if name not in schema.names:
-        if field == "action_type":
-          continue
-        raise ValueError(f"events: {self.files[0]} has no column {name!r} "
-                         f"({field}); columns: {schema.names}")
-      arrow_type = schema.field(name).type
-      if str(arrow_type).startswith(("int", "uint")):
-        self._dtypes[field] = tf.int64
-      elif str(arrow_type) in ("string", "large_string") and (
-          field != "timestamp"):
-        self._dtypes[field] = tf.string
-      else:
-        raise ValueError(f"events: column {name!r} ({field}) is {arrow_type}; "
-                         "expected an integer" + (
-                             "" if field == "timestamp" else " or string"))
-
-  def dtypes(self):
-    return self._dtypes
+    types = {}
+    for name in schema.names:
+      arrow_type = str(schema.field(name).type)
+      types[name] = (tf.int64 if arrow_type.startswith(("int", "uint")) else
+                     tf.string if arrow_type in ("string", "large_string")
+                     else None, arrow_type)
+    return types
 
   def batches(self):
-    fields = list(self._dtypes)
+    fields = list(self.dtypes)
     columns = [self.spec.field(f) for f in fields]
 
     def generate():
@@ -145,46 +130,31 @@ class ParquetEvents(EventReader):
                  for i, f in enumerate(fields)}
 
     return tf.data.Dataset.from_generator(generate, output_signature={
-        f: tf.TensorSpec([None], self._dtypes[f]) for f in fields})
+        f: tf.TensorSpec([None], self.dtypes[f]) for f in fields})
 
 
 class CsvEvents(EventReader):
-  """CSV files with a header row (RFC 4180 quoting); id types are sniffed
-  from the first data row."""
+  """CSV files with a header row (RFC 4180 quoting); a column is int64 if
+  its value in the first data row is an integer, else string."""
 
-  def __init__(self, spec):
-    super().__init__(spec)
+  def _schema(self):
     with tf.io.gfile.GFile(self.files[0]) as f:
       rows = csv.reader(f)
-      header = next(rows, None)
+      self._header = next(rows, None)
       first = next(rows, None)
-    if header is None or first is None:
+    if self._header is None or first is None:
       raise ValueError(f"events: {self.files[0]} needs a header and a row")
-    self._columns, self._dtypes = {}, {}
-    for field in ("user_id", "item_id", "timestamp", "action_type"):
-      name = spec.field(field)
-      if name not in header:
-        if field == "action_type":
-          continue
-        raise ValueError(f"events: {self.files[0]} has no column {name!r} "
-                         f"({field}); header: {header}")
-      self._columns[field] = header.index(name)
-      self._dtypes[field] = _id_dtype([first[header.index(name)]])
-    if self._dtypes["timestamp"] != tf.int64:
-      raise ValueError(f"events: column {spec.field('timestamp')!r} "
-                       f"(timestamp) is {first[self._columns['timestamp']]!r}; "
-                       "expected an integer")
-
-  def dtypes(self):
-    return self._dtypes
+    return {name: (_id_dtype([value]), repr(value))
+            for name, value in zip(self._header, first)}
 
   def batches(self):
-    fields = sorted(self._columns, key=self._columns.get)
+    columns = {f: self._header.index(self.spec.field(f)) for f in self.dtypes}
+    fields = sorted(columns, key=columns.get)  # CsvDataset keeps file order
     records = tf.data.experimental.CsvDataset(
-        self.files, [self._dtypes[f] for f in fields], header=True,
-        select_cols=[self._columns[f] for f in fields])
+        self.files, [self.dtypes[f] for f in fields], header=True,
+        select_cols=[columns[f] for f in fields])
     return records.batch(BATCH_SIZE).map(
-        lambda *columns: dict(zip(fields, columns)))
+        lambda *values: dict(zip(fields, values)))
 
 
 EVENT_READERS = {"tfrecord": TFRecordEvents, "parquet": ParquetEvents,
@@ -274,7 +244,7 @@ def read_events(spec: DataSpec, item_ids: np.ndarray):
   catalogue.
   """
   reader = EVENT_READERS[spec.events_format](spec)
-  dtypes = reader.dtypes()
+  dtypes = reader.dtypes
   lookup = _item_lookup(item_ids, dtypes["item_id"])
   keep = None
   if spec.actions:
