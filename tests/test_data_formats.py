@@ -68,10 +68,12 @@ def test_pattern_with_named_format(bundled, tmp_path):
   write_dataset(bundled, str(tmp_path), "parquet", "jsonl", num_shards=2)
   for shard in tmp_path.glob("events-*.parquet"):
     shard.rename(shard.with_suffix(".data"))  # no extension to detect
-  loaded = load_dataset(f"parquet:{tmp_path}/events-*")
-  assert loaded.num_interactions == bundled.num_interactions
+  for data in (f"parquet:{tmp_path}/events-*", f"parquet:{tmp_path}"):
+    assert load_dataset(data).num_interactions == bundled.num_interactions
   with pytest.raises(ValueError, match=r"\.data.*cannot tell the format"):
     load_dataset(f"{tmp_path}/events-*")
+  with pytest.raises(ValueError, match="no such dataset directory"):
+    load_dataset(f"{tmp_path}/missing/events-*")
 
 
 def _write(path, text):

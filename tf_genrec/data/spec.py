@@ -131,8 +131,12 @@ def parse_data_spec(data: str, root: Path) -> DataSpec:
         spec = dataclasses.replace(spec, events_format=events_format)
       return spec.validate()
     pattern = str(path / "events*")
-    formats = {_extension_format(e, _EVENT_EXTENSIONS, "events file")
-               for e in glob.glob(pattern)}
+    formats = {events_format} if events_format else {
+        _extension_format(e, _EVENT_EXTENSIONS, "events file")
+        for e in glob.glob(pattern)}
+    if not glob.glob(pattern):
+      raise ValueError(f"{path}: neither <Name>.inter.json (bundled layout), "
+                       f"{MANIFEST} nor events* files")
     if len(formats) > 1:
       raise ValueError(f"{pattern}: event files of several formats "
                        f"{sorted(formats)}; keep one")
@@ -142,6 +146,9 @@ def parse_data_spec(data: str, root: Path) -> DataSpec:
   wildcard = min((i for i, c in enumerate(pattern) if c in "*?["),
                  default=len(pattern))
   directory = Path(os.path.dirname(pattern[:wildcard]))
+  if not directory.is_dir():
+    raise ValueError(f"--data_dir {data!r}: no such dataset directory or "
+                     "event file pattern")
   return DataSpec(events=pattern, items=_catalogue_in(directory),
                   events_format=events_format,
                   name=directory.name).validate()
