@@ -10,7 +10,7 @@ inside the tf.data pipeline; the catalogue's own ids stay in
 `Dataset.item_external_ids`. Users are numbered in order of first appearance.
 The log is read in batches of `BATCH_SIZE` events, so the reader holds one
 batch of raw rows at a time; what it keeps per event is three numbers (user,
-item, time: 20 bytes), sorted per user at the end. Events of items missing
+item, time: 16 bytes), sorted per user at the end. Events of items missing
 from the catalogue and users with fewer than MIN_HISTORY events are dropped
 (and counted in the log).
 """
