@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import tensorflow as tf
 from absl import logging
+from tqdm import tqdm
 
 from tf_genrec.data.dataset import MIN_HISTORY, Dataset, ItemInfo
 from tf_genrec.data.spec import EVENT_FIELDS, DataSpec
@@ -265,13 +266,16 @@ def read_events(spec: DataSpec, item_ids: np.ndarray):
   users_index = _UserIndex()
   users, items, times = [], [], []
   dropped = 0
+  progress = tqdm(desc="events", unit="event", unit_scale=True)
   for batch in (reader.batches().map(dense)
                 .prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
+    progress.update(len(batch["item"]))
     known = batch["item"] >= 0
     dropped += int(np.count_nonzero(~known))
     users.append(users_index(batch["user"][known]).astype(np.int32))
     items.append(batch["item"][known].astype(np.int32))
     times.append(batch["time"][known])
+  progress.close()
   columns = []
   for chunks, dtype in ((users, np.int32), (items, np.int32),
                         (times, np.int64)):
