@@ -23,6 +23,7 @@ COMMANDS = {
     "beam_build_sids": "beam_build_sids",
     "beam_batch_recall": "beam_batch_recall",
     "capacity_plan": "capacity_plan",
+    "convert": "convert_data",
 }
 
 # Set to 1 to see TensorFlow's start-up lines (CUDA probes, CPU features).

@@ -1,4 +1,9 @@
-"""Reader of the shared dataset layout and the leave-one-out split.
+"""`load_dataset`, the one loader every tool calls, the reader of the bundled
+layout, and the leave-one-out split.
+
+`--data_dir` names the bundled layout below or an event log with its
+catalogue in TFRecord / Parquet / CSV / JSONL (tf_genrec/data/spec.py and
+events.py; docs/integration.md).
 
 A dataset directory holds `<Name>.inter.json` ({"<user>": [item, ...]} oldest
 first), `<Name>.item.json` ({"<item>": {"title", ...}}) and optionally
@@ -15,56 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
+from tf_genrec.data.dataset import MIN_HISTORY, Dataset, ItemInfo
+from tf_genrec.data.events import load_event_dataset
+from tf_genrec.data.spec import parse_data_spec
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = "../shared/datasets/amazon-scientific"
 INTER_SUFFIX = ".inter.json"
 ITEM_SUFFIX = ".item.json"
 TIMESTAMPS_SUFFIX = ".timestamps.json"
-# Leave-one-out needs a target for test, one for validation and >= 1 input item.
-MIN_HISTORY = 3
 
 
 def resolve_data_dir(data_dir=None) -> Path:
   """Relative paths are taken from the repository root, not the cwd."""
   path = Path(data_dir or DEFAULT_DATA_DIR)
   return path if path.is_absolute() else (REPO_ROOT / path).resolve()
-
-
-@dataclasses.dataclass(frozen=True)
-class ItemInfo:
-  title: str
-  description: str
-  brand: str
-  categories: str
-
-  def text(self, include_description: bool = False) -> str:
-    """Text an encoder embeds: title, categories, brand (+ description)."""
-    parts = [f"Title: {self.title}", f"Categories: {self.categories}",
-             f"Brand: {self.brand}"]
-    if include_description and self.description:
-      parts.append(f"Description: {self.description}")
-    return ". ".join(p.strip() for p in parts)
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-  histories: list  # [user id] -> int64 item ids, oldest first
-  items: list  # per item id: ItemInfo
-  name: str = ""  # the files' <Name>
-  # [user id] -> int64 unix seconds parallel to histories, or None.
-  timestamps: list = None
-
-  @property
-  def num_users(self) -> int:
-    return len(self.histories)
-
-  @property
-  def num_items(self) -> int:
-    return len(self.items)
-
-  @property
-  def num_interactions(self) -> int:
-    return sum(len(h) for h in self.histories)
 
 
 def _dense_index(mapping: dict, field: str, path: Path) -> list:
@@ -98,9 +68,21 @@ def _load_json_list(path: Path, field: str) -> list:
     return _dense_index(json.load(f), field, path)
 
 
-def load_dataset(data_dir=None) -> Dataset:
-  """Reads <Name>.inter.json, <Name>.item.json (+ <Name>.timestamps.json)."""
+def is_bundled_layout(data_dir=None) -> bool:
   root = resolve_data_dir(data_dir)
+  return root.is_dir() and any(root.glob("*" + INTER_SUFFIX))
+
+
+def load_dataset(data_dir=None) -> Dataset:
+  """The dataset `--data_dir` names: bundled layout or event log (spec.py)."""
+  if is_bundled_layout(data_dir):
+    return _load_bundled(resolve_data_dir(data_dir))
+  return load_event_dataset(
+      parse_data_spec(str(data_dir or DEFAULT_DATA_DIR), REPO_ROOT))
+
+
+def _load_bundled(root: Path) -> Dataset:
+  """Reads <Name>.inter.json, <Name>.item.json (+ <Name>.timestamps.json)."""
   name = dataset_name(root)
   items = [ItemInfo(title=r.get("title") or "",
                     description=r.get("description") or "",
