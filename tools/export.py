@@ -50,6 +50,8 @@ flags.DEFINE_enum("engine", "tf", list(ENGINES),
                   "Generator: tf = TF-native beam search (portable "
                   "reference), cpu = the GenrecGenerate op over the C++ CPU "
                   "engine (float32).")
+flags.DEFINE_integer("prefix_cache_bytes", 0, "--engine=cpu: the engine's "
+                     "prefix K/V cache across requests, in bytes (0: off).")
 flags.DEFINE_enum("sid_softmax", None, list(SID_SOFTMAXES),
                   "Override the per-level normalisation the checkpoint was "
                   "trained with (default: its generation_config.json).")
@@ -128,7 +130,8 @@ def main(argv):
   config = graph_config_from_flags(spec)
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
                                   FLAGS.item_table, FLAGS.generator_dtype,
-                                  FLAGS.sid_softmax, FLAGS.engine)
+                                  FLAGS.sid_softmax, FLAGS.engine,
+                                  FLAGS.prefix_cache_bytes)
   if spec["graph"] == "ad_recall_multi":
     if not FLAGS.branches:
       raise flags.ValidationError("--graph=ad_recall_multi needs --branches")

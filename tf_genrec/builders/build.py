@@ -14,7 +14,8 @@ from tf_genrec.tables.item_table_resource import ItemTable
 def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                             item_table_path, generator_dtype="float32",
                             sid_softmax=None,
-                            engine="tf") -> GenerativeRecallModel:
+                            engine="tf",
+                            prefix_cache_bytes=0) -> GenerativeRecallModel:
   """The recall model: Qwen2 checkpoint + item table + scene.
 
   engine: the generator (tf_genrec/generation/generator.py): "tf" the
@@ -24,6 +25,8 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   with AVX512_BF16 but approximate (see docs/benchmarks.md).
   sid_softmax: how the generator normalises each level; None reads what
   the checkpoint was trained with (generation_config.json).
+  prefix_cache_bytes: the cpu engine's prefix K/V cache across requests
+  (0: off), kept with the engine's settings in the SavedModel.
   """
   t = config.template
   table_data = read_item_table(item_table_path)
@@ -40,6 +43,9 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   trie = SemanticIdTrie(table_data.codes, t.codebook_size)
   if engine not in ENGINES:
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+  if prefix_cache_bytes and engine != "cpu":
+    raise ValueError(f"prefix_cache_bytes={prefix_cache_bytes} needs "
+                     f"engine='cpu', got engine={engine!r}")
   if engine == "cpu":
     if generator_dtype != "float32":
       raise ValueError(f"the cpu engine computes in float32, got "
@@ -47,7 +53,8 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
     generator = EngineGenerator(model, trie, t.sid_offset,
                                 config.retrieval.max_beam_width,
                                 sid_softmax=sid_softmax,
-                                max_prompt_len=t.max_prompt_len)
+                                max_prompt_len=t.max_prompt_len,
+                                prefix_cache_bytes=prefix_cache_bytes)
   else:
     generator = BeamSearchGenerator(model, trie, t.sid_offset,
                                     config.retrieval.max_beam_width,

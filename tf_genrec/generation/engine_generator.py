@@ -22,7 +22,9 @@ class GenerationEngine(tf.saved_model.experimental.TrackableResource):
   def __init__(self, path, *, num_levels: int, codebook_size: int,
                sid_offset: int, max_beam_width: int, max_prompt_len: int,
                sid_softmax: str, max_queued_requests: int,
-               max_step_tokens: int, num_threads: int, backend: str = "cpu"):
+               max_step_tokens: int, num_threads: int,
+               prefix_cache_bytes: int = 0, prefix_block_tokens: int = 16,
+               backend: str = "cpu"):
     super().__init__()
     self._attrs = dict(backend=backend, num_levels=num_levels,
                        codebook_size=codebook_size, sid_offset=sid_offset,
@@ -30,7 +32,9 @@ class GenerationEngine(tf.saved_model.experimental.TrackableResource):
                        max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
                        max_queued_requests=max_queued_requests,
                        max_step_tokens=max_step_tokens,
-                       num_threads=num_threads)
+                       num_threads=num_threads,
+                       prefix_cache_bytes=prefix_cache_bytes,
+                       prefix_block_tokens=prefix_block_tokens)
     # Unique per engine (as StaticHashTable's): each kernel instance must
     # find this one resource, and two loaded versions must not share one.
     self._shared_name = f"tf_genrec_engine_{uuid.uuid4()}"
@@ -61,10 +65,14 @@ class EngineGenerator(tf.Module):
   def __init__(self, model, trie, sid_offset: int, max_beam_width: int,
                sid_softmax: str = "level", max_prompt_len: int = 2048,
                max_queued_requests: int = 1024, max_step_tokens: int = 8192,
-               num_threads: int = 0, engine_dir=None,
+               num_threads: int = 0, prefix_cache_bytes: int = 0,
+               prefix_block_tokens: int = 16, engine_dir=None,
                name="engine_generator"):
     """engine_dir: where to write the engine file (a new temporary directory
-    if None); export copies it into the SavedModel's assets."""
+    if None); export copies it into the SavedModel's assets.
+    prefix_cache_bytes: the engine's prefix K/V cache across requests (0:
+    off; custom_ops/engine/prefix_cache.h), matched in blocks of
+    prefix_block_tokens; the engine validates both when it loads."""
     super().__init__(name=name)
     if not 1 <= max_beam_width <= 1024:
       raise ValueError(f"max_beam_width must be in [1, 1024], got "
@@ -81,7 +89,9 @@ class EngineGenerator(tf.Module):
         sid_offset=sid_offset, max_beam_width=max_beam_width,
         max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
         max_queued_requests=max_queued_requests,
-        max_step_tokens=max_step_tokens, num_threads=num_threads)
+        max_step_tokens=max_step_tokens, num_threads=num_threads,
+        prefix_cache_bytes=prefix_cache_bytes,
+        prefix_block_tokens=prefix_block_tokens)
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None], tf.int32, name="input_ids"),
@@ -94,7 +104,12 @@ class EngineGenerator(tf.Module):
     return tuple(ops.generate(self.engine.resource_handle, input_ids, lengths,
                               beam_width, num_levels=self.num_levels))
 
+  @tf.function(input_signature=[])
+  def engine_stats(self):
+    """int64 [len(ops.ENGINE_STATS)]; saved with the model, so a server can
+    read a loaded version's counters (tf_genrec/serving/servable.py)."""
+    return ops.generation_engine_stats(self.engine.resource_handle)
+
   def stats(self):
     """dict of the engine's counters (ops.ENGINE_STATS)."""
-    values = ops.generation_engine_stats(self.engine.resource_handle).numpy()
-    return dict(zip(ops.ENGINE_STATS, values.tolist()))
+    return dict(zip(ops.ENGINE_STATS, self.engine_stats().numpy().tolist()))
