@@ -33,6 +33,7 @@ REGISTER_OP("GenrecBehaviorSequence")
     .Attr("max_age_seconds: int = 0")
     .Attr("dedup_mode: {'none', 'consecutive', 'keep_last'} = 'keep_last'")
     .Attr("max_len: int >= 1")
+    .Attr("rollover: int >= 1 = 1")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle events, lengths, request_time, other;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &events));
@@ -76,6 +77,12 @@ dedup_mode: "none" keeps repeats; "consecutive" collapses runs of the same item
   in the filtered, time-ordered events to one; "keep_last" keeps only the most
   recent event of each item.
 max_len: maximum history length; the most recent events are kept.
+rollover: truncation to max_len drops the oldest events rollover at a time
+  (1: a window sliding by one event). A history of c > max_len cleaned
+  events keeps its newest max_len - rollover + 1 + (c - max_len - 1) %
+  rollover, so the oldest kept event (and the prompt's start) changes only
+  every rollover events, which keeps a prompt prefix cacheable across
+  requests. 1 <= rollover <= max_len.
 )doc");
 
 enum class DedupMode { kNone, kConsecutive, kKeepLast };
@@ -104,6 +111,10 @@ class BehaviorSequenceOp : public OpKernel {
              : mode == "consecutive" ? DedupMode::kConsecutive
                                      : DedupMode::kKeepLast;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_len", &max_len_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("rollover", &rollover_));
+    OP_REQUIRES(ctx, rollover_ <= max_len_,
+                absl::InvalidArgumentError(absl::StrCat(
+                    "rollover=", rollover_, " must be <= max_len=", max_len_)));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -183,10 +194,12 @@ class BehaviorSequenceOp : public OpKernel {
             return ts(b, x) < ts(b, y);
           });
         }
-        // Walk newest -> oldest so keep_last and truncation see recency first.
-        int64_t n = 0;
+        // Walk newest -> oldest so keep_last and truncation see recency first;
+        // with rollover, on to the oldest to count the cleaned events.
+        int64_t n = 0, count = 0;
         seen.clear();
-        for (auto it = kept.rbegin(); it != kept.rend() && n < max_len_; ++it) {
+        for (auto it = kept.rbegin();
+             it != kept.rend() && (n < max_len_ || rollover_ > 1); ++it) {
           const int64_t item = ids(b, *it);
           if (dedup_ == DedupMode::kKeepLast && !seen.insert(item).second)
             continue;
@@ -195,10 +208,13 @@ class BehaviorSequenceOp : public OpKernel {
           if (dedup_ == DedupMode::kConsecutive &&
               std::next(it) != kept.rend() && ids(b, *std::next(it)) == item)
             continue;
-          out(b, max_len_ - 1 - n) = item;  // right-aligned, shifted below
-          ++n;
+          if (n < max_len_) out(b, max_len_ - 1 - n++) = item;  // right-aligned
+          ++count;
         }
-        // Move the n items to the front (oldest first) and pad with -1.
+        if (count > max_len_) {
+          n = max_len_ - rollover_ + 1 + (count - max_len_ - 1) % rollover_;
+        }
+        // Move the newest n items to the front (oldest first), pad with -1.
         for (int64_t i = 0; i < n; ++i) out(b, i) = out(b, max_len_ - n + i);
         for (int64_t i = n; i < max_len_; ++i) out(b, i) = -1;
         out_len(b) = static_cast<int32_t>(n);
@@ -215,6 +231,7 @@ class BehaviorSequenceOp : public OpKernel {
   int64_t max_age_seconds_;
   DedupMode dedup_;
   int64_t max_len_;
+  int64_t rollover_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("GenrecBehaviorSequence").Device(DEVICE_CPU),

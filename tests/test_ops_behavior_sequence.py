@@ -87,6 +87,19 @@ def test_history_longer_than_max_len_keeps_most_recent():
       list(range(115, 120)), 15)
 
 
+def test_rollover_moves_the_history_start_every_rollover_events():
+  """max_len=5, rollover=3: a history of c > 5 events starts at event
+  3 * ceil((c - 5) / 3), so its oldest kept event stays put for 3 clicks."""
+  for c in range(1, 15):
+    start = 0 if c <= 5 else 3 * -(-(c - 5) // 3)
+    ids = list(range(100, 100 + c))
+    assert run_one(ids, list(range(c)), 100, max_len=5, dedup_mode="none",
+                   rollover=3) == (ids[start:], start), c
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"rollover=6 must be <= max_len=5"):
+    run_one([1], [0], 10, max_len=5, rollover=6)
+
+
 def test_future_events_dropped_and_unsorted_events_ordered():
   got = run_one([1, 2, 3, 4], [30, 10, 99, 20], 50, max_len=8,
                 dedup_mode="none")

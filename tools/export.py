@@ -55,6 +55,8 @@ flags.DEFINE_enum("engine", "tf", list(ENGINES),
 flags.DEFINE_string("engine_dir", None, "--engine=tensorrt_llm: the engine "
                     "directory `tf-genrec build_engine` wrote; its files are "
                     "copied into the SavedModel's assets.")
+flags.DEFINE_integer("prefix_cache_bytes", 0, "--engine=cpu: the engine's "
+                     "prefix K/V cache across requests, in bytes (0: off).")
 flags.DEFINE_enum("sid_softmax", None, list(SID_SOFTMAXES),
                   "Override the per-level normalisation the checkpoint was "
                   "trained with (default: its generation_config.json).")
@@ -134,7 +136,7 @@ def main(argv):
   model = build_generative_recall(config, FLAGS.checkpoint_dir,
                                   FLAGS.item_table, FLAGS.generator_dtype,
                                   FLAGS.sid_softmax, FLAGS.engine,
-                                  FLAGS.engine_dir)
+                                  FLAGS.engine_dir, FLAGS.prefix_cache_bytes)
   if spec["graph"] == "ad_recall_multi":
     if not FLAGS.branches:
       raise flags.ValidationError("--graph=ad_recall_multi needs --branches")

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cblas.h"
+#include "custom_ops/engine/prefix_cache.h"
 #include "custom_ops/engine/trie.h"
 
 namespace tf_genrec {
@@ -307,16 +308,25 @@ struct Active {
   std::vector<std::vector<float>> prompt_k, prompt_v, beam_k, beam_v;
   int generated = 0;  // t: tokens in the beam cache
   bool prefilled = false;
-  int rows() const { return prefilled ? search.num_beams() : prompt_len; }
+  // Prefix cache: the prompt's block hashes and its cached leading blocks
+  // (looked up once, at admission; copied into prompt_k/v by the prefill).
+  bool looked_up = false;
+  std::vector<uint64_t> block_hashes;
+  std::vector<PrefixCache::BlockPtr> cached;
+  int cached_len = 0;  // Prompt tokens whose K/V came from the cache.
+  int rows() const {
+    return prefilled ? search.num_beams() : prompt_len - cached_len;
+  }
 };
 
 class CpuEngine : public Engine {
  public:
   CpuEngine(const EngineConfig& config, Model model, SemanticIdTrie trie,
-            int num_threads)
+            std::unique_ptr<PrefixCache> cache, int num_threads)
       : Engine(config),
         model_(std::move(model)),
         trie_(std::move(trie)),
+        cache_(std::move(cache)),
         pool_(num_threads - 1) {
     thread_ = std::thread([this] { Loop(); });
   }
@@ -367,6 +377,14 @@ class CpuEngine : public Engine {
     absl::MutexLock lock(&mu_);
     EngineStats stats = stats_;
     stats.queued = queued_;
+    if (cache_ != nullptr) {
+      const PrefixCacheStats c = cache_->Stats();
+      stats.prefix_cache_hits = c.hits;
+      stats.prefix_cache_misses = c.misses;
+      stats.prefix_cache_hit_tokens = c.hit_tokens;
+      stats.prefix_cache_evictions = c.evictions;
+      stats.prefix_cache_bytes = c.bytes;
+    }
     return stats;
   }
 
@@ -448,7 +466,10 @@ class CpuEngine : public Engine {
     int64_t tokens = 0;
     for (const auto& a : running_) tokens += a->rows();
     while (!pending_.empty()) {
-      const int64_t need = pending_.front()->prompt_len;
+      if (cache_ != nullptr && !pending_.front()->looked_up) {
+        LookUpPrefix(pending_.front().get());
+      }
+      const int64_t need = pending_.front()->rows();
       if (!running_.empty() && tokens + need > config().max_step_tokens) {
         break;
       }
@@ -456,6 +477,17 @@ class CpuEngine : public Engine {
       running_.push_back(std::move(pending_.front()));
       pending_.pop_front();
     }
+  }
+
+  // At most the blocks before the prompt's last token: the prefill must
+  // compute that token's output.
+  void LookUpPrefix(Active* a) {
+    const std::vector<int32_t>& prompt = a->request.prompt;
+    a->looked_up = true;
+    a->block_hashes = cache_->BlockHashes(prompt);
+    a->cached = cache_->Lookup(prompt, a->block_hashes,
+                               (a->prompt_len - 1) / cache_->block_tokens());
+    a->cached_len = a->cached.size() * cache_->block_tokens();
   }
 
   // One scheduler step: every running request advances one level (a newly
@@ -487,21 +519,102 @@ class CpuEngine : public Engine {
     for (auto& a : finished) a->done(a->search.Result());
   }
 
-  // One request's forward over its rows (its prompt, or one token per live
-  // beam) and its beam-search step. Every matrix product here involves this
-  // request's rows only, with shapes fixed by its own state: OpenBLAS's
-  // sgemm results for a row depend on the call's row count and on the row's
-  // position in it (measured on this project's CPUs), so rows of different
-  // requests never share a product; that is what makes an answer
-  // bit-identical whatever it was batched with.
+  // One request's forward over its rows (its prompt's uncached tokens, or
+  // one token per live beam) and its beam-search step.
   void Forward(Active* a) {
     const Dims& d = model_.d;
-    const int h = d.hidden, rows = a->rows();
-    if (a->prompt_k.empty()) {
-      for (auto* cache : {&a->prompt_k, &a->prompt_v, &a->beam_k, &a->beam_v}) {
-        cache->resize(d.layers);
+    const int h = d.hidden;
+    if (a->prompt_k.empty()) StartPrefill(a);
+    std::vector<float> x;
+    if (a->prefilled) {
+      x = Layers(a, 0, 0);
+    } else {
+      // With the cache on, the prompt runs in block-aligned chunks: a
+      // block's K/V then never depends on how much of the prompt was cached,
+      // so an answer is the same bits hit or miss.
+      const int chunk = cache_ ? cache_->block_tokens() : a->prompt_len;
+      for (int begin = a->cached_len; begin < a->prompt_len; begin += chunk) {
+        x = Layers(a, begin, std::min(begin + chunk, a->prompt_len));
+      }
+      if (cache_ != nullptr) CacheBlocks(*a);
+    }
+    // Level logits of the remaining rows (1 for a prompt, else every beam).
+    const int m = a->search.num_beams(), k = config().codebook_size;
+    std::vector<float> normed(static_cast<size_t>(m) * h);
+    for (int r = 0; r < m; ++r) {
+      RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
+    }
+    std::vector<float> logits(static_cast<size_t>(m) * k);
+    Gemm(m, k, h, normed.data(), h,
+         &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h], h,
+         true, logits.data(), k);
+    a->search.Step(logits.data());
+    if (a->prefilled) {
+      ++a->generated;
+      ReorderBeams(a);
+    }
+    a->prefilled = true;
+  }
+
+  // Sizes the request's caches and copies its cached prompt blocks in.
+  void StartPrefill(Active* a) {
+    const Dims& d = model_.d;
+    const size_t kvw = d.kv_width();
+    for (auto* cache : {&a->prompt_k, &a->prompt_v, &a->beam_k, &a->beam_v}) {
+      cache->resize(d.layers);
+    }
+    for (int li = 0; li < d.layers; ++li) {
+      a->prompt_k[li].resize(a->prompt_len * kvw);
+      a->prompt_v[li].resize(a->prompt_len * kvw);
+    }
+    if (a->cached.empty()) return;
+    const size_t block = cache_->block_tokens() * kvw;
+    for (size_t j = 0; j < a->cached.size(); ++j) {
+      const float* kv = a->cached[j]->kv.data();
+      for (int li = 0; li < d.layers; ++li) {
+        std::copy_n(kv + 2 * li * block, block, &a->prompt_k[li][j * block]);
+        std::copy_n(kv + (2 * li + 1) * block, block,
+                    &a->prompt_v[li][j * block]);
       }
     }
+    a->cached.clear();
+  }
+
+  // Offers the prompt's full blocks computed by this request to the cache.
+  void CacheBlocks(const Active& a) {
+    const int first = a.cached_len / cache_->block_tokens();
+    const int full = a.prompt_len / cache_->block_tokens();
+    const size_t block = cache_->block_tokens() * model_.d.kv_width();
+    std::vector<std::vector<float>> kv(full > first ? full - first : 0);
+    for (int j = first; j < full; ++j) {
+      std::vector<float>& out = kv[j - first];
+      out.reserve(cache_->block_floats());
+      for (int li = 0; li < model_.d.layers; ++li) {
+        for (const auto* cache : {&a.prompt_k[li], &a.prompt_v[li]}) {
+          out.insert(out.end(), cache->begin() + j * block,
+                     cache->begin() + (j + 1) * block);
+        }
+      }
+    }
+    if (!kv.empty()) {
+      cache_->Insert(a.request.prompt, a.block_hashes, first, std::move(kv));
+    }
+  }
+
+  // The decoder layers over this step's rows of one request: prompt tokens
+  // [begin, end), or one token per live beam (begin, end unused). Returns
+  // the last layer's output rows the caller scores: every beam's, the last
+  // prompt token's for the prompt's final chunk, none for an earlier chunk.
+  // Every matrix product here involves this request's rows only, with
+  // shapes fixed by its own state: OpenBLAS's sgemm results for a row depend
+  // on the call's row count and on the row's position in it (measured on
+  // this project's CPUs), so rows of different requests never share a
+  // product; that is what makes an answer bit-identical whatever it was
+  // batched with.
+  std::vector<float> Layers(Active* a, int begin, int end) {
+    const Dims& d = model_.d;
+    const int h = d.hidden;
+    const int rows = a->prefilled ? a->search.num_beams() : end - begin;
     std::vector<int32_t> tokens(rows), positions(rows);
     for (int r = 0; r < rows; ++r) {
       if (a->prefilled) {
@@ -510,8 +623,8 @@ class CpuEngine : public Engine {
                     a->search.code(r);
         positions[r] = a->prompt_len + level;
       } else {
-        tokens[r] = a->request.prompt[r];
-        positions[r] = r;
+        tokens[r] = a->request.prompt[begin + r];
+        positions[r] = begin + r;
       }
     }
     std::vector<float> x(static_cast<size_t>(rows) * h);
@@ -533,30 +646,19 @@ class CpuEngine : public Engine {
         for (int j = 0; j < nq; ++j) row[j] += w.qkv_bias[j];
         Rope(row, d.heads + d.kv_heads, positions[r]);
       }
-      StoreKv(a, li, qkv.data());
-      // At the last layer a prompt only needs its last token's output.
-      const int first = (li + 1 == d.layers && !a->prefilled) ? rows - 1 : 0;
+      StoreKv(a, li, qkv.data(), begin, rows);
+      int first = 0;
+      if (li + 1 == d.layers && !a->prefilled) {
+        first = end == a->prompt_len ? rows - 1 : rows;
+      }
       const int m = rows - first;
+      if (m == 0) return {};
       std::vector<float> attn(static_cast<size_t>(m) * d.q_width());
-      Attention(a, li, qkv.data(), first, attn.data());
+      Attention(a, li, qkv.data(), rows, first, begin, end, attn.data());
       x.erase(x.begin(), x.begin() + static_cast<size_t>(first) * h);
       AttnOutAndMlp(w, attn.data(), m, &x);
     }
-    // Level logits of the remaining rows (1 for a prompt, else every beam).
-    const int m = a->search.num_beams(), k = config().codebook_size;
-    for (int r = 0; r < m; ++r) {
-      RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
-    }
-    std::vector<float> logits(static_cast<size_t>(m) * k);
-    Gemm(m, k, h, normed.data(), h,
-         &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h], h,
-         true, logits.data(), k);
-    a->search.Step(logits.data());
-    if (a->prefilled) {
-      ++a->generated;
-      ReorderBeams(a);
-    }
-    a->prefilled = true;
+    return x;
   }
 
   // HF rotate_half RoPE on the first `heads` heads of a q|k|v row.
@@ -574,17 +676,16 @@ class CpuEngine : public Engine {
     }
   }
 
-  // Keeps this step's k and v: a prompt's fill its prompt cache, a beam's
-  // are appended to its beam cache (already in current beam order).
-  void StoreKv(Active* a, int li, const float* qkv) {
+  // Keeps this step's k and v: prompt rows fill their places [begin,
+  // begin + rows) of the prompt cache, a beam's are appended to its beam
+  // cache (already in current beam order).
+  void StoreKv(Active* a, int li, const float* qkv, int begin, int rows) {
     const Dims& d = model_.d;
     const int nq = d.qkv_width(), kvw = d.kv_width();
     if (!a->prefilled) {
-      auto& pk = a->prompt_k[li];
-      auto& pv = a->prompt_v[li];
-      pk.resize(static_cast<size_t>(a->prompt_len) * kvw);
-      pv.resize(pk.size());
-      for (int r = 0; r < a->prompt_len; ++r) {
+      float* pk = &a->prompt_k[li][static_cast<size_t>(begin) * kvw];
+      float* pv = &a->prompt_v[li][static_cast<size_t>(begin) * kvw];
+      for (int r = 0; r < rows; ++r) {
         const float* row = qkv + static_cast<size_t>(r) * nq;
         std::copy_n(row + d.q_width(), kvw, &pk[r * kvw]);
         std::copy_n(row + d.q_width() + kvw, kvw, &pv[r * kvw]);
@@ -605,15 +706,17 @@ class CpuEngine : public Engine {
     }
   }
 
-  // Attention of rows [first, rows()) of this step: per kv head, the queries
+  // Attention of rows [first, rows) of this step: per kv head, the queries
   // of all its heads and rows are one matrix against the prompt keys and
-  // values (computed once per request, shared by all beams), plus each
-  // beam's own generated keys. Writes [rows() - first, nH * D] to out.
-  void Attention(Active* a, int li, const float* qkv, int first, float* out) {
+  // values (computed once per request, shared by all beams; a prompt chunk
+  // [begin, end) sees keys [0, end)), plus each beam's own generated keys.
+  // Writes [rows - first, nH * D] to out.
+  void Attention(Active* a, int li, const float* qkv, int rows, int first,
+                 int begin, int end, float* out) {
     const Dims& d = model_.d;
     const int nq = d.qkv_width(), kvw = d.kv_width(), dd = d.head_dim;
     const int group = d.heads / d.kv_heads;
-    const int nqr = a->rows() - first, p = a->prompt_len;
+    const int nqr = rows - first, p = a->prefilled ? a->prompt_len : end;
     const int t = a->prefilled ? a->generated + 1 : 0;
     const int nrow = nqr * group;
     std::vector<float> q(static_cast<size_t>(nrow) * dd);
@@ -631,7 +734,7 @@ class CpuEngine : public Engine {
       Gemm(nrow, p, dd, q.data(), dd, pk, kvw, true, scores.data(), p + t);
       for (int i = 0; i < nqr; ++i) {
         // Prompt row r sees keys 0..r; a beam row all p and its t keys.
-        const int visible = a->prefilled ? p : first + i + 1;
+        const int visible = a->prefilled ? p : begin + first + i + 1;
         for (int g = 0; g < group; ++g) {
           const size_t row = static_cast<size_t>(i) * group + g;
           float* s = &scores[row * (p + t)];
@@ -723,6 +826,7 @@ class CpuEngine : public Engine {
 
   const Model model_;
   const SemanticIdTrie trie_;
+  const std::unique_ptr<PrefixCache> cache_;  // Null when off.
   mutable absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   RequestId next_id_ ABSL_GUARDED_BY(mu_) = 1;
@@ -750,12 +854,22 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateCpuEngine(
   // each of a step's many small products then waits for a time slice
   // (measured 10-30x slower at 2 threads). So it runs single-threaded and
   // the engine's pool runs a step's requests in parallel instead.
+  std::unique_ptr<PrefixCache> cache;
+  if (config.prefix_cache_bytes > 0) {
+    const Dims& d = model.d;
+    absl::StatusOr<std::unique_ptr<PrefixCache>> created = PrefixCache::Create(
+        config.prefix_cache_bytes, config.prefix_block_tokens,
+        int64_t{d.layers} * 2 * config.prefix_block_tokens * d.kv_width());
+    if (!created.ok()) return created.status();
+    cache = *std::move(created);
+  }
   scipy_openblas_set_num_threads(1);
   if (num_threads <= 0) {
     num_threads = std::max(1u, std::thread::hardware_concurrency());
   }
-  return std::unique_ptr<Engine>(
-      new CpuEngine(config, std::move(model), *std::move(trie), num_threads));
+  return std::unique_ptr<Engine>(new CpuEngine(config, std::move(model),
+                                               *std::move(trie),
+                                               std::move(cache), num_threads));
 }
 
 }  // namespace tf_genrec

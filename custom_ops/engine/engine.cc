@@ -35,6 +35,14 @@ absl::Status EngineConfig::Validate() const {
   }
   if (max_step_tokens < 1)
     return bad("max_step_tokens", max_step_tokens, ">= 1");
+  // The capacity's lower bound depends on the model (prefix_cache.h).
+  if (prefix_cache_bytes < 0) {
+    return bad("prefix_cache_bytes", prefix_cache_bytes, ">= 0 (0: off)");
+  }
+  if (prefix_block_tokens < 1 || prefix_block_tokens > max_prompt_len) {
+    return bad("prefix_block_tokens", prefix_block_tokens,
+               absl::StrCat("in [1, max_prompt_len=", max_prompt_len, "]"));
+  }
   return absl::OkStatus();
 }
 

@@ -42,6 +42,10 @@ struct EngineConfig {
   // prefills + one per live beam); a request is admitted at a step boundary
   // only while the step stays within it (a lone request always runs).
   int max_step_tokens = 8192;
+  // Prefix K/V cache across requests (prefix_cache.h): capacity in bytes, 0
+  // off; prompts are matched in blocks of prefix_block_tokens tokens.
+  int64_t prefix_cache_bytes = 0;
+  int prefix_block_tokens = 16;
 
   absl::Status Validate() const;
 };
@@ -55,6 +59,12 @@ struct EngineStats {
   int64_t step_tokens = 0;         // Tokens computed over all steps.
   int64_t max_step_requests = 0;   // Most requests merged into one step.
   int64_t queued = 0;              // Waiting or running now.
+  // The prefix cache's counters (PrefixCacheStats); 0 when it is off.
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_misses = 0;
+  int64_t prefix_cache_hit_tokens = 0;
+  int64_t prefix_cache_evictions = 0;
+  int64_t prefix_cache_bytes = 0;
 };
 
 struct GenerationRequest {

@@ -31,6 +31,7 @@ using tf_genrec::Engine;
 using tf_genrec::EngineConfig;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int kNumStats = 13;  // GenrecGenerationEngineStats' output
 
 // The CPU backend is in this library; the others register from their own.
 const bool kCpuBackendRegistered =
@@ -114,6 +115,8 @@ REGISTER_OP("GenrecGenerationEngine")
     .Attr("max_queued_requests: int >= 1 = 1024")
     .Attr("max_step_tokens: int >= 1 = 8192")
     .Attr("num_threads: int >= 0 = 0")
+    .Attr("prefix_cache_bytes: int >= 0 = 0")
+    .Attr("prefix_block_tokens: int >= 1 = 16")
     .Attr("container: string = ''")
     .Attr("shared_name: string = ''")
     .SetIsStateful()
@@ -132,6 +135,8 @@ max_queued_requests: rows waiting or running at once; more is
   RESOURCE_EXHAUSTED. max_step_tokens: tokens per scheduler step.
 num_threads: threads running a step's requests in parallel (0: one per
   core); OpenBLAS itself is set single-threaded.
+prefix_cache_bytes: prefix K/V cache across requests, in bytes (0: off;
+  custom_ops/engine/prefix_cache.h); prefix_block_tokens: its block size.
 )doc");
 
 class GenerationEngineOp : public ResourceOpKernel<GenerationEngineResource> {
@@ -153,6 +158,10 @@ class GenerationEngineOp : public ResourceOpKernel<GenerationEngineResource> {
     OP_REQUIRES_OK(ctx,
                    ctx->GetAttr("max_step_tokens", &config_.max_step_tokens));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_threads", &num_threads_));
+    OP_REQUIRES_OK(
+        ctx, ctx->GetAttr("prefix_cache_bytes", &config_.prefix_cache_bytes));
+    OP_REQUIRES_OK(
+        ctx, ctx->GetAttr("prefix_block_tokens", &config_.prefix_block_tokens));
     absl::StatusOr<tf_genrec::SidSoftmax> mode =
         tf_genrec::ParseSidSoftmax(sid_softmax);
     OP_REQUIRES_OK(ctx, mode.status());
@@ -237,13 +246,14 @@ REGISTER_OP("GenrecGenerationEngineStats")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle scalar;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &scalar));
-      c->set_output(0, c->Vector(8));
+      c->set_output(0, c->Vector(kNumStats));
       return absl::OkStatus();
     })
     .Doc(R"doc(
 The engine's counters: [requests_enqueued, requests_completed,
 requests_failed, requests_rejected, steps, step_tokens, max_step_requests,
-queued] (tf_genrec::EngineStats).
+queued, prefix_cache_hits, prefix_cache_misses, prefix_cache_hit_tokens,
+prefix_cache_evictions, prefix_cache_bytes] (tf_genrec::EngineStats).
 )doc");
 
 class GenerationEngineStatsOp : public OpKernel {
@@ -258,17 +268,23 @@ class GenerationEngineStatsOp : public OpKernel {
     OP_REQUIRES_OK(ctx, engine.status());
     const tf_genrec::EngineStats s = (*engine)->Stats();
     Tensor* out;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({8}), &out));
+    OP_REQUIRES_OK(ctx,
+                   ctx->allocate_output(0, TensorShape({kNumStats}), &out));
     auto v = out->vec<int64_t>();
-    const int64_t values[8] = {s.requests_enqueued,
-                               s.requests_completed,
-                               s.requests_failed,
-                               s.requests_rejected,
-                               s.steps,
-                               s.step_tokens,
-                               s.max_step_requests,
-                               s.queued};
-    for (int i = 0; i < 8; ++i) v(i) = values[i];
+    const int64_t values[kNumStats] = {s.requests_enqueued,
+                                       s.requests_completed,
+                                       s.requests_failed,
+                                       s.requests_rejected,
+                                       s.steps,
+                                       s.step_tokens,
+                                       s.max_step_requests,
+                                       s.queued,
+                                       s.prefix_cache_hits,
+                                       s.prefix_cache_misses,
+                                       s.prefix_cache_hit_tokens,
+                                       s.prefix_cache_evictions,
+                                       s.prefix_cache_bytes};
+    for (int i = 0; i < kNumStats; ++i) v(i) = values[i];
   }
 };
 

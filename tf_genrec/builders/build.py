@@ -17,7 +17,8 @@ from tf_genrec.tables.item_table_resource import ItemTable
 def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                             item_table_path, generator_dtype="float32",
                             sid_softmax=None, engine="tf",
-                            engine_dir=None) -> GenerativeRecallModel:
+                            engine_dir=None,
+                            prefix_cache_bytes=0) -> GenerativeRecallModel:
   """The recall model: Qwen2 checkpoint + item table + scene.
 
   engine: the generator (tf_genrec/generation/generator.py): "tf" the
@@ -29,6 +30,8 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   with AVX512_BF16 but approximate (see docs/benchmarks.md).
   sid_softmax: how the generator normalises each level; None reads what
   the checkpoint was trained with (generation_config.json).
+  prefix_cache_bytes: the cpu engine's prefix K/V cache across requests
+  (0: off), kept with the engine's settings in the SavedModel.
   """
   if engine not in ENGINES:
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -36,6 +39,9 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
     raise ValueError(f"engine_dir={engine_dir!r} is for engine="
                      f"'tensorrt_llm' only (and required by it), got "
                      f"engine={engine!r}")
+  if prefix_cache_bytes and engine != "cpu":
+    raise ValueError(f"prefix_cache_bytes={prefix_cache_bytes} needs "
+                     f"engine='cpu', got engine={engine!r}")
   if sid_softmax is None:
     sid_softmax = load_sid_softmax(checkpoint_dir)
   if engine == "tensorrt_llm":
@@ -71,7 +77,8 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
     generator = EngineGenerator(model, trie, t.sid_offset,
                                 config.retrieval.max_beam_width,
                                 sid_softmax=sid_softmax,
-                                max_prompt_len=t.max_prompt_len)
+                                max_prompt_len=t.max_prompt_len,
+                                prefix_cache_bytes=prefix_cache_bytes)
   else:
     generator = BeamSearchGenerator(model, trie, t.sid_offset,
                                     config.retrieval.max_beam_width,

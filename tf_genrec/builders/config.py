@@ -13,10 +13,17 @@ class BehaviorConfig:
   max_age_seconds: int = 0  # Relative to request_time; 0: no limit.
   dedup_mode: str = "consecutive"
   missing_items: str = "drop"  # Items not in the item table: drop | error.
+  # Truncation to max_len drops the oldest `rollover` items at once, so a
+  # returning user's prompt keeps its cached prefix (the engine's prefix
+  # cache) for rollover - 1 clicks instead of none; 1 slides by one item.
+  rollover: int = 1
 
   def __post_init__(self):
     if self.max_len < 1:
       raise ValueError(f"max_len must be >= 1, got {self.max_len}")
+    if not 1 <= self.rollover <= self.max_len:
+      raise ValueError(f"rollover must be in [1, max_len={self.max_len}], "
+                       f"got {self.rollover}")
     if self.dedup_mode not in DEDUP_MODES:
       raise ValueError(f"dedup_mode must be one of {DEDUP_MODES}, "
                        f"got {self.dedup_mode!r}")

@@ -24,7 +24,7 @@ class BehaviorFeatures(tf.Module):
         item_ids, timestamps, action_types, lengths, request_time,
         allowed_action_types=c.allowed_action_types,
         max_age_seconds=c.max_age_seconds, dedup_mode=c.dedup_mode,
-        max_len=c.max_len)
+        max_len=c.max_len, rollover=c.rollover)
     return history, history_lengths
 
 

@@ -25,8 +25,9 @@ class GenerationEngine(tf.saved_model.experimental.TrackableResource):
   def __init__(self, path, *, num_levels: int, codebook_size: int,
                sid_offset: int, max_beam_width: int, max_prompt_len: int,
                sid_softmax: str, max_queued_requests: int,
-               max_step_tokens: int, num_threads: int, backend: str = "cpu",
-               extra_files=()):
+               max_step_tokens: int, num_threads: int,
+               prefix_cache_bytes: int = 0, prefix_block_tokens: int = 16,
+               backend: str = "cpu", extra_files=()):
     """path: the init op's asset; extra_files: more files the engine reads
     beside it (copied into the same flat assets directory)."""
     super().__init__()
@@ -36,7 +37,9 @@ class GenerationEngine(tf.saved_model.experimental.TrackableResource):
                        max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
                        max_queued_requests=max_queued_requests,
                        max_step_tokens=max_step_tokens,
-                       num_threads=num_threads)
+                       num_threads=num_threads,
+                       prefix_cache_bytes=prefix_cache_bytes,
+                       prefix_block_tokens=prefix_block_tokens)
     # Unique per engine (as StaticHashTable's): each kernel instance must
     # find this one resource, and two loaded versions must not share one.
     self._shared_name = f"tf_genrec_engine_{uuid.uuid4()}"
@@ -69,13 +72,17 @@ class EngineGenerator(tf.Module):
   def __init__(self, model, trie, sid_offset: int, max_beam_width: int,
                sid_softmax: str = "level", max_prompt_len: int = 2048,
                max_queued_requests: int = 1024, max_step_tokens: int = 8192,
-               num_threads: int = 0, engine_dir=None,
+               num_threads: int = 0, prefix_cache_bytes: int = 0,
+               prefix_block_tokens: int = 16, engine_dir=None,
                tensorrt_llm_engine_dir=None, name="engine_generator"):
     """engine_dir: where to write the engine file (a new temporary directory
     if None); export copies it into the SavedModel's assets.
     tensorrt_llm_engine_dir: a TensorRT-LLM engine (`tf-genrec build_engine`)
     to generate with instead of the CPU engine; its files go into the
-    assets, the weights of `model` are not used (its vocab_size is)."""
+    assets, the weights of `model` are not used (its vocab_size is).
+    prefix_cache_bytes: the CPU engine's prefix K/V cache across requests
+    (0: off; custom_ops/engine/prefix_cache.h), matched in blocks of
+    prefix_block_tokens; the engine validates both when it loads."""
     super().__init__(name=name)
     if not 1 <= max_beam_width <= 1024:
       raise ValueError(f"max_beam_width must be in [1, 1024], got "
@@ -100,6 +107,8 @@ class EngineGenerator(tf.Module):
         max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
         max_queued_requests=max_queued_requests,
         max_step_tokens=max_step_tokens, num_threads=num_threads,
+        prefix_cache_bytes=prefix_cache_bytes,
+        prefix_block_tokens=prefix_block_tokens,
         backend=backend, extra_files=extra_files)
 
   @tf.function(input_signature=[
@@ -113,7 +122,12 @@ class EngineGenerator(tf.Module):
     return tuple(ops.generate(self.engine.resource_handle, input_ids, lengths,
                               beam_width, num_levels=self.num_levels))
 
+  @tf.function(input_signature=[])
+  def engine_stats(self):
+    """int64 [len(ops.ENGINE_STATS)]; saved with the model, so a server can
+    read a loaded version's counters (tf_genrec/serving/servable.py)."""
+    return ops.generation_engine_stats(self.engine.resource_handle)
+
   def stats(self):
     """dict of the engine's counters (ops.ENGINE_STATS)."""
-    values = ops.generation_engine_stats(self.engine.resource_handle).numpy()
-    return dict(zip(ops.ENGINE_STATS, values.tolist()))
+    return dict(zip(ops.ENGINE_STATS, self.engine_stats().numpy().tolist()))

@@ -77,7 +77,8 @@ def behavior_sequence(item_ids, timestamps, action_types, lengths,
                       request_time, *, max_len: int,
                       allowed_action_types: Sequence[int] = (),
                       max_age_seconds: int = 0,
-                      dedup_mode: str = "keep_last") -> BehaviorSequence:
+                      dedup_mode: str = "keep_last",
+                      rollover: int = 1) -> BehaviorSequence:
   """Raw behaviour events -> clean click histories (GenrecBehaviorSequence).
 
   Args:
@@ -91,6 +92,9 @@ def behavior_sequence(item_ids, timestamps, action_types, lengths,
     max_age_seconds: drop events older than this; 0 means no limit.
     dedup_mode: "none", "consecutive" (collapse runs of one item) or
       "keep_last" (each item once, at its latest event).
+    rollover: truncation drops the oldest events this many at a time, so
+      the history's start (the prompt's prefix) changes every `rollover`
+      events instead of every event; in [1, max_len].
 
   Returns:
     item_ids [B, max_len] (oldest first, right-padded with -1), lengths [B]
@@ -112,7 +116,7 @@ def behavior_sequence(item_ids, timestamps, action_types, lengths,
       request_time=_tensor(request_time, tf.int64, "request_time"),
       allowed_action_types=[int(a) for a in allowed_action_types],
       max_age_seconds=int(max_age_seconds), dedup_mode=dedup_mode,
-      max_len=int(max_len)))
+      max_len=int(max_len), rollover=int(rollover)))
 
 
 class Prompts(NamedTuple):
@@ -242,16 +246,21 @@ def generation_engine_handle(*, num_levels: int, codebook_size: int,
                              max_prompt_len: int, sid_softmax: str = "level",
                              max_queued_requests: int = 1024,
                              max_step_tokens: int = 8192, num_threads: int = 0,
+                             prefix_cache_bytes: int = 0,
+                             prefix_block_tokens: int = 16,
                              backend: str = "cpu", shared_name: str = "",
                              container: str = ""):
-  """A handle to an empty generation engine (GenrecGenerationEngine)."""
+  """A handle to an empty generation engine (GenrecGenerationEngine);
+  prefix_cache_bytes > 0 turns on its prefix K/V cache across requests."""
   return _lib.genrec_generation_engine(
       backend=backend, num_levels=num_levels, codebook_size=codebook_size,
       sid_offset=sid_offset, max_beam_width=max_beam_width,
       max_prompt_len=max_prompt_len, sid_softmax=sid_softmax,
       max_queued_requests=max_queued_requests,
       max_step_tokens=max_step_tokens, num_threads=num_threads,
-      container=container, shared_name=shared_name)
+      prefix_cache_bytes=prefix_cache_bytes,
+      prefix_block_tokens=prefix_block_tokens, container=container,
+      shared_name=shared_name)
 
 
 def generation_engine_init(engine, filename):
@@ -262,7 +271,9 @@ def generation_engine_init(engine, filename):
 
 ENGINE_STATS = ("requests_enqueued", "requests_completed", "requests_failed",
                 "requests_rejected", "steps", "step_tokens",
-                "max_step_requests", "queued")
+                "max_step_requests", "queued", "prefix_cache_hits",
+                "prefix_cache_misses", "prefix_cache_hit_tokens",
+                "prefix_cache_evictions", "prefix_cache_bytes")
 
 
 def generation_engine_stats(engine) -> tf.Tensor:

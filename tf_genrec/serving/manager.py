@@ -276,6 +276,24 @@ class ModelManager:
     with self._lock:
       return name if name in self._models else UNKNOWN_MODEL_LABEL
 
+  def engine_stats(self):
+    """[(model name, version, Servable.engine_stats())] of the available
+    versions that run a generation engine."""
+    with self._lock:
+      servables = [s for m in self._models.values()
+                   for s in m.servables.values()]
+      for servable in servables:
+        servable.acquire()
+    out = []
+    for servable in servables:
+      try:
+        stats = servable.engine_stats()
+        if stats is not None:
+          out.append((servable.model_name, servable.version, stats))
+      finally:
+        servable.release()
+    return out
+
   def model_names(self):
     with self._lock:
       return sorted(self._models)

@@ -72,10 +72,34 @@ class Histogram:
     return lines
 
 
+# Engine counters that go up and down (the rest only grow).
+ENGINE_GAUGES = ("queued", "max_step_requests", "prefix_cache_bytes")
+
+
+def render_engine_stats(engine_stats):
+  """[(model name, version, {counter: value})] (ModelManager.engine_stats)
+  as tf_genrec_engine_<counter>{model_name, version} lines."""
+  by_name = {}
+  for model_name, version, stats in engine_stats:
+    for key, value in stats.items():
+      by_name.setdefault(key, []).append((model_name, version, value))
+  lines = []
+  for key, series in by_name.items():
+    name = f"tf_genrec_engine_{key}"
+    kind = "gauge" if key in ENGINE_GAUGES else "counter"
+    lines += [f"# HELP {name} Generation engine {key} (EngineStats).",
+              f"# TYPE {name} {kind}"]
+    lines += [f"{name}{_labels(('model_name', 'version'), (m, v))} {value}"
+              for m, v, value in sorted(series)]
+  return lines
+
+
 class ServerMetrics:
   """The server's metrics; one instance per server."""
 
-  def __init__(self):
+  def __init__(self, engine_stats=list):
+    """engine_stats() -> what render_engine_stats takes, read per render."""
+    self._engine_stats = engine_stats
     self.requests = Counter(
         "tf_genrec_serving_request_count",
         "Requests by model, API and final gRPC status code.",
@@ -96,4 +120,5 @@ class ServerMetrics:
     lines = []
     for metric in (self.requests, self.latency, self.batch_size):
       lines += metric.render()
+    lines += render_engine_stats(self._engine_stats())
     return "\n".join(lines) + "\n"

@@ -196,6 +196,17 @@ class Servable:
                  self.version, count)
     return count
 
+  def engine_stats(self):
+    """{counter: value} of this version's generation engine
+    (tf_genrec.ops.ENGINE_STATS), or None if its generator is not the
+    engine op (EngineGenerator.engine_stats)."""
+    stats = getattr(getattr(self._loaded, "generator", None), "engine_stats",
+                    None)
+    if stats is None:
+      return None
+    from tf_genrec.ops import ENGINE_STATS  # pylint: disable=import-outside-toplevel
+    return dict(zip(ENGINE_STATS, stats().numpy().tolist()))
+
   def acquire(self):
     with self._cond:
       if self._retired:

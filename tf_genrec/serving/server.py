@@ -76,7 +76,8 @@ class ModelServer:
 
   def __init__(self, model_server_config, options=ServerOptions()):
     self.options = options
-    self.metrics = ServerMetrics()
+    self.metrics = ServerMetrics(
+        engine_stats=lambda: self.manager.engine_stats())
     self.manager = ModelManager(model_server_config, warmup=options.warmup,
                                 unload_timeout=options.unload_timeout_seconds,
                                 on_change=self.update_health)
