@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.generation.generation_config import (load_prompt_spec,
                                                     load_sid_softmax,
                                                     resolve_prompt_spec,

@@ -26,7 +26,7 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   the checkpoint was trained with (generation_config.json).
   """
   t = config.template
-  table_data = read_item_table(item_table_path)
+  table_data = read_item_table(item_table_path, t.codebook_size)
   if table_data.num_levels != t.num_levels:
     raise ValueError(f"{item_table_path} has {table_data.num_levels} code "
                      f"levels, the {config.name} template expects "

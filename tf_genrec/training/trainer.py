@@ -8,9 +8,9 @@ import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
 
-from tf_genrec.builders.config import PromptTemplate
-from tf_genrec.generation.beam_search import check_sid_softmax
-from tf_genrec.generation.generation_config import save_sid_softmax
+from tf_genrec.core.prompt import PromptTemplate
+from tf_genrec.generation.generation_config import (check_sid_softmax,
+                                                    save_sid_softmax)
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
 from tf_genrec.training.distill import DistillTargets, distill_loss
 from tf_genrec.training.examples import pad_batch
@@ -25,7 +25,7 @@ class TrainConfig:
   batch_size: int = 64
   # Training-only dropout of the decoder (modeling.py); 0 disables it.
   dropout: float = 0.0
-  # "level" or "trie" (tf_genrec.generation.beam_search); "trie" needs the
+  # "level" or "trie" (generation_config.SID_SOFTMAXES); "trie" needs the
   # trie of the item table passed to the Trainer.
   sid_softmax: str = "level"
   # Weight of the auxiliary item-ID loss (item_loss.py); > 0 needs the item
