@@ -8,7 +8,7 @@ from absl import app, flags
 from tf_genrec.builders.export_recall import ExportOptions
 from tf_genrec.evaluation.evaluate import EvalOptions
 from tf_genrec.options import (OptionsError, define_flags, from_flags, option,
-                               run_step)
+                               refused_as, run_step)
 from tf_genrec.semantic_ids.build import SemanticIdOptions
 from tf_genrec.semantic_ids.embed_items import EmbedOptions
 from tf_genrec.training.presets import PRESETS, RECALL_DEFAULT, Recipe
@@ -93,3 +93,12 @@ def test_run_step_reports_refused_options_as_usage_errors():
 
   with pytest.raises(app.UsageError, match="count=3 must be < 2"):
     run_step(step, _Toy(name="n"))
+
+
+def test_refused_as_names_the_fields_of_a_reader_error():
+  with pytest.raises(OptionsError, match=r"^item_table/codebook_size: bad K$"):
+    with refused_as("item_table/codebook_size"):
+      raise ValueError("bad K")
+  with pytest.raises(OptionsError, match=r"^kept$"):
+    with refused_as("not added"):
+      raise OptionsError("kept")

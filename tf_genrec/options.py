@@ -11,6 +11,7 @@ A step raises OptionsError for options it refuses (naming the field, the
 value and the limit); `run_step` turns it into absl's UsageError so a CLI
 prints the message without a traceback.
 """
+import contextlib
 import dataclasses
 import types
 import typing
@@ -25,6 +26,18 @@ flags.disclaim_key_flags()
 
 class OptionsError(ValueError):
   """Options a pipeline step refuses; the message names the field."""
+
+
+@contextlib.contextmanager
+def refused_as(fields: str):
+  """A ValueError raised in the block (by a reader checking a file against
+  the options) becomes an OptionsError prefixed with the fields involved."""
+  try:
+    yield
+  except OptionsError:
+    raise
+  except ValueError as e:
+    raise OptionsError(f"{fields}: {e}") from e
 
 
 def option(default, help, *, choices=None, required=False):  # pylint: disable=redefined-builtin

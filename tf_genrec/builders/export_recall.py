@@ -19,7 +19,7 @@ from tf_genrec.builders.hstu_export import export_hstu_scene
 from tf_genrec.generation.generation_config import (SID_SOFTMAXES,
                                                     resolve_prompt_spec)
 from tf_genrec.generation.generator import ENGINES
-from tf_genrec.options import OptionsError, option
+from tf_genrec.options import OptionsError, option, refused_as
 from tf_genrec.tables.item_table import read_item_table
 
 # For checkpoints that recorded no prompt (generation_config.py).
@@ -83,11 +83,9 @@ def prompt_spec(options: ExportOptions, table) -> dict:
            "num_levels": table.num_levels,
            "codebook_size": table.codebook_size,  # the option's, or recorded
            "max_history": options.max_history}
-  try:
+  with refused_as("checkpoint_dir/item_table/options"):
     spec = resolve_prompt_spec(options.checkpoint_dir, given,
                                _PROMPT_DEFAULTS)
-  except ValueError as e:
-    raise OptionsError(f"checkpoint_dir/item_table/options: {e}") from e
   spec["graph"] = graph or spec["scene"]
   return spec
 
@@ -136,10 +134,8 @@ def export_recall_model(options: ExportOptions) -> str:
   if not o.item_table:
     raise OptionsError("item_table is required for semantic-ID scenes, got "
                        f"graph={o.graph}")
-  try:
+  with refused_as("item_table/codebook_size"):
     table = read_item_table(o.item_table, o.codebook_size)
-  except ValueError as e:
-    raise OptionsError(f"item_table/codebook_size: {e}") from e
   spec = prompt_spec(o, table)
   config = graph_config(o, spec)
   if spec["graph"] == "ad_recall_multi" and not o.branches:

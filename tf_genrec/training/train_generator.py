@@ -28,7 +28,7 @@ from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
 from tf_genrec.models.sasrec.model import load_sasrec
-from tf_genrec.options import OptionsError, option
+from tf_genrec.options import OptionsError, option, refused_as
 from tf_genrec.tables.item_table import read_item_table
 from tf_genrec.training.augment import drop_items
 from tf_genrec.training.examples import build_sequences
@@ -116,10 +116,8 @@ def train_generator(options: TrainOptions) -> dict:
   if not o.item_table or not o.output_dir:
     raise OptionsError("item_table and output_dir are required, got "
                        f"{o.item_table!r} and {o.output_dir!r}")
-  try:
+  with refused_as("item_table/codebook_size"):
     table = read_item_table(o.item_table, o.codebook_size)
-  except ValueError as e:
-    raise OptionsError(f"item_table/codebook_size: {e}") from e
   codebook_size = table.codebook_size or _DEFAULT_CODEBOOK_SIZE
   item_codes = dict(zip(table.item_ids.tolist(), table.codes.tolist()))
   graph = graphs.get(o.graph).graph_config(
