@@ -83,9 +83,10 @@ setup(
     name="tf_genrec",
     version="0.1.0",
     description="LLM-based generative recall for TensorFlow recall stacks",
-    packages=(find_packages(include=["tf_genrec", "tf_genrec.*"]) +
-              ["tf_genrec.tools", "tf_genrec.graphs"]),
-    package_dir={"tf_genrec.tools": "tools", "tf_genrec.graphs": "graphs"},
+    # graphs/ and tools/ install under their own top-level names, the names
+    # every import uses (one module object per file, one set of absl flags).
+    packages=find_packages(include=["tf_genrec", "tf_genrec.*", "graphs",
+                                    "tools"]),
     ext_modules=([Extension(
         OPS_LIBRARY, sorted(glob.glob("custom_ops/*.cc") +
                             glob.glob("custom_ops/engine/*.cc")),

@@ -19,4 +19,4 @@ def prompt_scene(name):
 def get(name):
   if name not in SCENES + HSTU_SCENES:
     raise ValueError(f"unknown graph {name!r}; known: {SCENES + HSTU_SCENES}")
-  return importlib.import_module(f"tf_genrec.graphs.{name}")
+  return importlib.import_module(f"graphs.{name}")

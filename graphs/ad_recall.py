@@ -4,7 +4,7 @@ Prompt: "<bos> user clicked in time order : <sid_1> , <sid_2> , ... <sid_n> ,"
 ("<bos> user profile : <profile tokens> <sid_1> , ..." with a profile), and
 the generator continues with the next item's semantic ID.
 """
-from tf_genrec.graphs.common import history_scene
+from graphs.common import history_scene
 
 
 def graph_config(num_levels, codebook_size, with_profile=False,

@@ -8,9 +8,7 @@ branches clean the behaviour events with the scene's BehaviorConfig.
 """
 import dataclasses
 
-from tf_genrec.builders.branch_config import (build_multi_branch,
-                                              read_branches_config)
-from tf_genrec.graphs import ad_recall
+from graphs import ad_recall
 
 PROMPT_SCENE = "ad_recall"
 
@@ -27,6 +25,9 @@ def build(config, branches_path, generative_model=None):
   if config.context_input:
     raise ValueError("ad_recall_multi: profile context inputs are not "
                      "supported (classic branches read behaviour only)")
+  # Imported here: the scene's config must load without the op library.
+  from tf_genrec.builders.branch_config import (  # pylint: disable=import-outside-toplevel
+      build_multi_branch, read_branches_config)
   specs, normalization = read_branches_config(branches_path)
   return build_multi_branch(specs, normalization, config.behavior,
                             generative_model)

@@ -1,7 +1,8 @@
 """What every scene shares: the SID template around a click history."""
-from tf_genrec.builders.config import (BehaviorConfig, PromptTemplate,
-                                       RecallGraphConfig, RetrievalConfig)
-from tf_genrec.graphs import vocabulary
+from graphs import vocabulary
+from tf_genrec.builders.config import (BehaviorConfig, RecallGraphConfig,
+                                       RetrievalConfig)
+from tf_genrec.core.prompt import PromptTemplate
 
 
 def history_scene(name, prefix, num_levels, codebook_size, max_history,

@@ -4,7 +4,7 @@ Prompt: "<bos> query : <query tokens> <sid_1> , ... <sid_n> ," -- the query
 arrives pre-tokenised as context_ids (PromptAssemble puts it right after the
 prefix).
 """
-from tf_genrec.graphs.common import history_scene
+from graphs.common import history_scene
 
 
 def graph_config(num_levels, codebook_size, max_history=50,

@@ -1,7 +1,7 @@
 """A tiny but real recall model (random Qwen2 + random item table) for tests."""
 import numpy as np
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.evaluation.saved_model_recall import history_requests
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
 from tf_genrec.models.qwen2.config import Qwen2Config

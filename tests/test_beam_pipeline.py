@@ -15,7 +15,7 @@ import pytest
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.testing.util import assert_that
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
 from tf_genrec.data.amazon import leave_one_out, load_dataset

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import WARMUP_FILE, export_saved_model
 from tf_genrec.evaluation.saved_model_recall import (evaluate_saved_model,

@@ -1,9 +1,8 @@
 """Dataset reader (shared layout) and leave-one-out split, on the real files
 and on generated ones."""
-import json
-
 import numpy as np
 import pytest
+from dataset_testlib import write_dataset
 
 from tf_genrec.data.amazon import (ItemInfo, dataset_name, item_file,
                                    item_popularity, leave_one_out,
@@ -99,26 +98,15 @@ def test_missing_fields_become_empty(tmp_path):
   assert load_dataset(tmp_path).items[0] == ItemInfo("a", "", "", "")
 
 
-def _write_dataset(root, name, histories, timestamps=None, num_items=4):
-  root.mkdir(parents=True, exist_ok=True)
-  (root / f"{name}.item.json").write_text(json.dumps(
-      {str(i): {"title": f"item {i}"} for i in range(num_items)}))
-  (root / f"{name}.inter.json").write_text(json.dumps(
-      {str(u): h for u, h in enumerate(histories)}))
-  if timestamps is not None:
-    (root / f"{name}.timestamps.json").write_text(json.dumps(
-        {str(u): t for u, t in enumerate(timestamps)}))
-
-
 def test_any_dataset_name_is_found_from_the_directory(tmp_path):
   # The amazon-scientific layout (no timestamps)...
-  _write_dataset(tmp_path / "sci", "Scientific", [[0, 1, 2], [3, 2, 1, 0]])
+  write_dataset(tmp_path / "sci", "Scientific", [[0, 1, 2], [3, 2, 1, 0]])
   sci = load_dataset(tmp_path / "sci")
   assert sci.name == "Scientific" and sci.timestamps is None
   assert [h.tolist() for h in sci.histories] == [[0, 1, 2], [3, 2, 1, 0]]
   assert item_file(tmp_path / "sci") == tmp_path / "sci" / "Scientific.item.json"
   # ... and the amazon-office one (timestamps parallel to the interactions).
-  _write_dataset(tmp_path / "office", "Office", [[1, 2, 3], [0, 3, 1]],
+  write_dataset(tmp_path / "office", "Office", [[1, 2, 3], [0, 3, 1]],
                  [[10, 10, 20], [5, 6, 7]])
   office = load_dataset(tmp_path / "office")
   assert office.name == "Office" and office.num_items == 4
@@ -129,14 +117,14 @@ def test_any_dataset_name_is_found_from_the_directory(tmp_path):
 def test_dataset_layout_errors_name_the_problem(tmp_path):
   with pytest.raises(ValueError, match="exactly one <Name>.inter.json"):
     dataset_name(tmp_path)
-  _write_dataset(tmp_path, "A", [[0, 1, 2]])
-  _write_dataset(tmp_path, "B", [[0, 1, 2]])
+  write_dataset(tmp_path, "A", [[0, 1, 2]])
+  write_dataset(tmp_path, "B", [[0, 1, 2]])
   with pytest.raises(ValueError, match=r"found 2 \(\['A', 'B'\]\)"):
     load_dataset(tmp_path)
-  _write_dataset(tmp_path / "t", "T", [[0, 1, 2]], [[1, 2]])
+  write_dataset(tmp_path / "t", "T", [[0, 1, 2]], [[1, 2]])
   with pytest.raises(ValueError, match="user 0 has 2 timestamps for 3 items"):
     load_dataset(tmp_path / "t")
-  _write_dataset(tmp_path / "d", "D", [[0, 1, 2]], [[3, 2, 1]])
+  write_dataset(tmp_path / "d", "D", [[0, 1, 2]], [[3, 2, 1]])
   with pytest.raises(ValueError, match="non-decreasing"):
     load_dataset(tmp_path / "d")
 

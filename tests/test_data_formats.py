@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.data.amazon import REPO_ROOT, leave_one_out, load_dataset
 from tf_genrec.data.dataset import Dataset
 from tf_genrec.data.writers import write_dataset

@@ -2,22 +2,28 @@
 import dataclasses
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from dataset_testlib import random_histories, write_dataset
 
+from tf_genrec.builders.export_recall import ExportOptions, export_recall_model
 from tf_genrec.data.amazon import leave_one_out, load_dataset
-from tf_genrec.evaluation.baselines import (MostPopular, SASRec, SASRecConfig,
-                                            best_epochs, evaluate_scorer,
-                                            fit_sasrec, load_sasrec, pad_left,
-                                            save_sasrec, train_sasrec)
+from tf_genrec.evaluation.evaluate import EvalOptions, evaluate
+from tf_genrec.evaluation.baselines import MostPopular, evaluate_scorer
+from tf_genrec.models.sasrec.model import (SASRec, SASRecConfig, load_sasrec,
+                                          pad_left, save_sasrec)
+from tf_genrec.models.sasrec.trainer import (best_epochs, fit_sasrec,
+                                            train_sasrec)
 from tf_genrec.evaluation.metrics import (evaluate_ranking, ndcg_at_k,
                                           recall_at_k, target_ranks,
                                           top_k_from_scores)
+from tf_genrec.options import OptionsError
+from tf_genrec.training.random_model import (RandomModelOptions,
+                                             make_random_model)
+from tf_genrec.training.sasrec_baseline import (SASRecBaselineOptions,
+                                                train_sasrec_baseline)
 
 RANKED = np.array([[3, 1, 2, -1],
                    [5, 6, 7, 8],
@@ -207,24 +213,27 @@ def test_sasrec_config_errors():
     SASRecConfig(num_items=5, dropout=1.0)
 
 
-def test_train_sasrec_tool_refit_writes_the_refit_model(tmp_path):
-  flags = ["--hidden_dim=8", "--num_blocks=1", "--num_heads=1",
-           "--max_epochs=2", "--eval_every=1", "--patience=1"]
-  subprocess.run([sys.executable, "-m", "tools.train_sasrec", "--refit",
-                  f"--output={tmp_path / 'report.json'}",
-                  f"--model_output={tmp_path / 'sasrec'}"] + flags,
-                 cwd=Path(__file__).resolve().parents[1], check=True,
-                 capture_output=True)
+def test_train_sasrec_baseline_refit_writes_the_refit_model(tmp_path):
+  """The step in-process on a generated dataset; the CLI binds the same
+  options (test_tool_flags_are_the_options_fields)."""
+  data = tmp_path / "data"
+  write_dataset(data, "Shop", random_histories(30, 40), num_items=30)
+  options = SASRecBaselineOptions(
+      data_dir=str(data), hidden_dim=8, num_blocks=1, num_heads=1,
+      max_epochs=2, eval_every=1, patience=1, refit=True,
+      output=str(tmp_path / "report.json"),
+      model_output=str(tmp_path / "sasrec"))
+  returned = train_sasrec_baseline(options)
   report = json.loads((tmp_path / "report.json").read_text())
+  assert report == json.loads(json.dumps(returned))
   assert report["refit"] is True
   # A refit model has trained on the validation targets: test only.
   assert set(report["most_popular"]) == set(report["sasrec"]) - {
       "config", "epochs_run", "refit_epochs", "train_seconds"} == {"test"}
-  dataset = load_dataset()
-  split = leave_one_out(dataset.histories)
-  config = SASRecConfig(num_items=dataset.num_items, hidden_dim=8,
-                        num_blocks=1, num_heads=1, max_epochs=2, eval_every=1,
-                        patience=1)
+  split = leave_one_out(load_dataset(data).histories)
+  config = SASRecConfig(num_items=30, hidden_dim=8, num_blocks=1,
+                        num_heads=1, max_epochs=2, eval_every=1, patience=1)
+  assert options.sasrec_config(30) == config
   reference, info = fit_sasrec(split, config, refit=True)
   assert report["sasrec"]["refit_epochs"] == info["refit_epochs"]
   np.testing.assert_allclose(
@@ -249,49 +258,35 @@ def test_recall_at_recall_stage_depth():
           got["recall@300"]) == (0.25, 0.25, 0.25, 0.75)
 
 
-def test_evaluate_tool_on_a_generated_dataset_with_a_saved_sasrec(tmp_path):
+def test_evaluate_on_a_generated_dataset_with_a_saved_sasrec(tmp_path):
   """evaluate reads any <Name>.* directory (here with timestamps), scores
-  the exported model, most-popular and a saved SASRec to depth 300."""
-  repo = Path(__file__).resolve().parents[1]
-  num_items, rng = 30, np.random.default_rng(0)
-  histories = [rng.choice(num_items, int(rng.integers(3, 7)),
-                          replace=False).tolist() for _ in range(24)]
+  the exported model, most-popular and a saved SASRec to depth 300; the
+  random model, export and evaluate steps run in-process."""
+  num_items = 30
+  histories = random_histories(num_items, 24)
   data = tmp_path / "data"
-  data.mkdir()
-  (data / "Shop.item.json").write_text(json.dumps(
-      {str(i): {"title": f"item {i}"} for i in range(num_items)}))
-  (data / "Shop.inter.json").write_text(json.dumps(
-      {str(u): h for u, h in enumerate(histories)}))
-  (data / "Shop.timestamps.json").write_text(json.dumps(
-      {str(u): list(range(len(h))) for u, h in enumerate(histories)}))
-
-  def tool(name, *flags, check=True):
-    run = subprocess.run([sys.executable, "-m", f"tools.{name}", *flags],
-                         cwd=repo, capture_output=True, text=True)
-    if check:
-      assert run.returncode == 0, run.stderr[-3000:]
-    return run
-
+  write_dataset(data, "Shop", histories,
+                [list(range(len(h))) for h in histories], num_items)
   model = tmp_path / "model"
-  tool("make_random_model", f"--output_dir={model}",
-       f"--num_items={num_items}", "--num_levels=2", "--codebook_size=8",
-       "--hidden_size=16", "--num_hidden_layers=1", "--intermediate_size=32",
-       "--num_attention_heads=2", "--num_key_value_heads=1")
-  tool("export", f"--checkpoint_dir={model / 'hf'}",
-       f"--item_table={model / 'item_table.tsv'}",  # K from the checkpoint
-       f"--export_base_path={tmp_path / 'export'}", "--max_beam_width=300",
-       "--default_beam_width=300", "--default_top_n=300")
+  make_random_model(RandomModelOptions(
+      output_dir=str(model), num_items=num_items, num_levels=2,
+      codebook_size=8, hidden_size=16, num_hidden_layers=1,
+      intermediate_size=32, num_attention_heads=2, num_key_value_heads=1))
+  export_recall_model(ExportOptions(
+      checkpoint_dir=str(model / "hf"),
+      item_table=str(model / "item_table.tsv"),  # K from the checkpoint
+      export_base_path=str(tmp_path / "export"), max_beam_width=300,
+      default_beam_width=300, default_top_n=300))
   tf.keras.utils.set_random_seed(0)
   sasrec_config = SASRecConfig(num_items=num_items, max_len=8, hidden_dim=8,
                               num_blocks=1, num_heads=2)
   sasrec = SASRec(sasrec_config)
   sasrec(tf.zeros([1, 8], tf.int32))
   save_sasrec(sasrec, str(tmp_path / "sasrec"))
-  evaluate = ["evaluate", f"--data_dir={data}",
-              f"--saved_model_dir={tmp_path / 'export' / '1'}",
-              "--split=test"]
-  report = json.loads(tool(*evaluate, f"--sasrec_dir={tmp_path / 'sasrec'}"
-                           ).stdout.strip().splitlines()[-1])
+  options = EvalOptions(saved_model_dir=str(tmp_path / "export" / "1"),
+                        data_dir=str(data), split="test",
+                        sasrec_dir=str(tmp_path / "sasrec"))
+  report = evaluate(options)
   assert report["dataset"] == "Shop" and report["users"] == 24
   for method in ("generative", "most_popular", "sasrec"):
     # 300 >= the catalogue: every method returns every item.
@@ -304,5 +299,7 @@ def test_evaluate_tool_on_a_generated_dataset_with_a_saved_sasrec(tmp_path):
   other = SASRec(dataclasses.replace(sasrec_config, num_items=31))
   other(tf.zeros([1, 8], tf.int32))
   save_sasrec(other, str(tmp_path / "other"))
-  run = tool(*evaluate, f"--sasrec_dir={tmp_path / 'other'}", check=False)
-  assert run.returncode != 0 and "num_items=31, the dataset 30" in run.stderr
+  with pytest.raises(OptionsError, match="num_items=31, the dataset 30"):
+    evaluate(dataclasses.replace(options, sasrec_dir=str(tmp_path / "other")))
+  with pytest.raises(OptionsError, match="refit is for split=test"):
+    evaluate(dataclasses.replace(options, refit=True, split="valid"))

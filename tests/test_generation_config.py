@@ -1,4 +1,5 @@
 """A checkpoint describes itself: generation_config.json read by the export."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -6,12 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from tf_genrec import graphs
+import graphs
+from tf_genrec.builders.export_recall import ExportOptions, export_recall_model
 from tf_genrec.generation.generation_config import (load_prompt_spec,
                                                     load_sid_softmax,
                                                     resolve_prompt_spec,
                                                     save_prompt_spec,
                                                     save_sid_softmax)
+from tf_genrec.options import OptionsError
 from tf_genrec.tables.item_table import write_item_table
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -75,4 +78,22 @@ def test_export_tool_refuses_a_flag_the_checkpoint_contradicts(tmp_path):
   assert result.returncode != 0
   assert "codebook_size=16" in result.stderr
   assert "codebook_size=8" in result.stderr
+  assert not (tmp_path / "export").exists()
+
+
+def test_export_refuses_an_item_table_whose_recorded_k_contradicts(tmp_path):
+  """The table's shape record (item_table.py) against the checkpoint's."""
+  save_prompt_spec(tmp_path, "ad_recall", 2, 8, 6)
+  table = tmp_path / "item_table.tsv"
+  codes = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
+  write_item_table(str(table), np.arange(4), codes, np.ones(4),
+                   codebook_size=16)
+  options = ExportOptions(checkpoint_dir=str(tmp_path), item_table=str(table),
+                          export_base_path=str(tmp_path / "export"))
+  with pytest.raises(OptionsError, match="codebook_size=16 conflicts with "
+                     "the checkpoint, trained with codebook_size=8"):
+    export_recall_model(options)
+  with pytest.raises(OptionsError, match="read with codebook_size=8, but .* "
+                     "records codebook_size=16"):
+    export_recall_model(dataclasses.replace(options, codebook_size=8))
   assert not (tmp_path / "export").exists()

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 import serving_testlib as tl
-from tf_genrec import graphs
+import graphs
 from tf_genrec.builders.export import export_saved_model
 from tf_genrec.builders.hstu import (UNSCORED, HSTURankingModel,
                                      HSTURetrievalModel)

@@ -18,8 +18,8 @@ from tf_genrec.builders.merge import MergeConfig, MergeStage
 from tf_genrec.builders.multi_branch import (BRANCHES_FILE,
                                              BRANCHES_SIGNATURE,
                                              SavedModelBranch)
-from tf_genrec.evaluation.baselines import SASRec, SASRecConfig, save_sasrec
 from tf_genrec.evaluation.branch_recall import branch_report
+from tf_genrec.models.sasrec.model import SASRec, SASRecConfig, save_sasrec
 from tf_genrec.models.two_tower.model import (TwoTower, TwoTowerConfig, build,
                                               load_two_tower, save_two_tower)
 from tf_genrec.models.two_tower.trainer import (TwoTowerTrainConfig,

@@ -2,7 +2,7 @@
 seconds each): no crash, and every rejection an InvalidArgumentError."""
 import pytest
 
-from tf_genrec.tools import fuzz_ops
+from tools import fuzz_ops
 
 
 @pytest.mark.parametrize("name", sorted(fuzz_ops.TARGETS))

@@ -1,4 +1,7 @@
 """RQ-VAE on synthetic clusters, collision handling, item table, embeddings."""
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 
@@ -8,7 +11,7 @@ from tf_genrec.semantic_ids.embeddings import (combine_embeddings,
                                                embed_texts, load_embeddings)
 from tf_genrec.semantic_ids.rqvae import (RQVAEConfig, codebook_usage, kmeans,
                                           train_rqvae)
-from tf_genrec.tables.item_table import read_item_table
+from tf_genrec.tables.item_table import read_item_table, write_item_table
 
 
 def _clustered(rng, num_clusters=24, per_cluster=25, dim=16, noise=0.05):
@@ -106,11 +109,32 @@ def test_disambiguation_level_makes_sids_unique_by_popularity():
 def test_shared_sids_written_with_popularity_to_item_table(tmp_path):
   codes = assign.resolve_collisions(CODES, POPULARITY, "share", 4)
   path = tmp_path / "item_table.tsv"
-  assign.write_sid_table(path, codes, POPULARITY)
+  assign.write_sid_table(path, codes, POPULARITY, 4)
   table = read_item_table(path)
   np.testing.assert_array_equal(table.item_ids, np.arange(6))
   np.testing.assert_array_equal(table.codes, CODES)
   np.testing.assert_array_equal(table.priority, POPULARITY)
+  assert table.codebook_size == 4  # recorded beside the file
+
+
+def test_item_table_records_its_shape_and_readers_check_it(tmp_path):
+  path = tmp_path / "item_table.tsv"
+  write_item_table(path, np.arange(6), CODES, POPULARITY, codebook_size=4)
+  assert read_item_table(path, codebook_size=4).codebook_size == 4
+  with pytest.raises(ValueError, match="read with codebook_size=8, but .* "
+                     "records codebook_size=4"):
+    read_item_table(path, codebook_size=8)
+  with pytest.raises(ValueError, match="codes must be < codebook_size=2"):
+    write_item_table(path, np.arange(6), CODES, POPULARITY, codebook_size=2)
+  # A table edited behind its record (other L) is refused, naming both.
+  (tmp_path / "item_table.tsv").write_text("0\t1 2 3\t1\n")
+  with pytest.raises(ValueError, match="rows have 3 code levels, .* records "
+                     f"num_levels={CODES.shape[1]}"):
+    read_item_table(path)
+  # Rewritten without K: no stale record; the table reads as before.
+  write_item_table(path, np.arange(6), CODES, POPULARITY)
+  assert not (tmp_path / "item_table.tsv.shape.json").exists()
+  assert read_item_table(path, codebook_size=8).codebook_size == 8
 
 
 def test_external_codes(tmp_path):
@@ -122,7 +146,7 @@ def test_external_codes(tmp_path):
   (tmp_path / "codes.tsv").write_text("\n".join(lines) + "\n")
   np.testing.assert_array_equal(
       assign.load_codes(tmp_path / "codes.tsv", 6, 4), CODES)
-  assign.write_sid_table(tmp_path / "table.tsv", CODES, POPULARITY)
+  assign.write_sid_table(tmp_path / "table.tsv", CODES, POPULARITY, 4)
   np.testing.assert_array_equal(
       assign.load_codes(tmp_path / "table.tsv", 6, 4), CODES)
   with pytest.raises(ValueError, match="must cover 0..6"):
@@ -227,51 +251,48 @@ def test_build_semantic_ids_tool_with_external_codes(tmp_path):
           == assign.collision_stats(codes))
 
 
-def test_build_semantic_ids_tool_with_two_embedding_views(tmp_path):
+def test_build_semantic_ids_with_two_embedding_views(tmp_path):
+  """The step in-process (its CLI binding: the external-codes test)."""
   import json
-  import subprocess
-  import sys
-  from pathlib import Path
 
   from tf_genrec.data.amazon import load_dataset
+  from tf_genrec.options import OptionsError
+  from tf_genrec.semantic_ids.build import (SemanticIdOptions,
+                                            build_semantic_ids)
 
   num_items = load_dataset().num_items
   rng = np.random.default_rng(0)
   np.save(tmp_path / "text.npy", rng.normal(size=(num_items, 8)))
   np.save(tmp_path / "collab.npy", rng.normal(size=(num_items, 4)))
-  repo = Path(__file__).resolve().parents[1]
-  base = [sys.executable, "-m", "tools.build_semantic_ids",
-          f"--embeddings={tmp_path / 'text.npy'},{tmp_path / 'collab.npy'}",
-          "--num_levels=2", "--codebook_size=8", "--latent_dim=4",
-          "--epochs=2", "--collision_mode=share",
-          f"--output_dir={tmp_path / 'out'}"]
-  subprocess.run(base + ["--embedding_weights=1,0.5"], cwd=repo, check=True,
-                 capture_output=True)
+  base = SemanticIdOptions(
+      embeddings=[str(tmp_path / "text.npy"), str(tmp_path / "collab.npy")],
+      num_levels=2, codebook_size=8, latent_dim=4, epochs=2,
+      collision_mode="share", output_dir=str(tmp_path / "out"))
+
+  def run(**changes):
+    return build_semantic_ids(dataclasses.replace(base, **changes))
+
+  returned = run(embedding_weights=["1", "0.5"])
   report = json.loads((tmp_path / "out" / "report.json").read_text())
+  assert json.loads(json.dumps(returned)) == report
   assert report["embedding_weights"] == [1.0, 0.5]
   assert report["config"]["input_dim"] == 12  # Both views, concatenated.
   assert len(read_item_table(tmp_path / "out" / "item_table.tsv").item_ids
              ) == num_items
-  bad = subprocess.run(base + ["--embedding_weights=1"], cwd=repo,
-                       capture_output=True, text=True)
-  assert bad.returncode != 0
-  assert "need one weight per source, got 2 sources and 1 weights" in bad.stderr
-  one_file = [a for a in base if not a.startswith("--embeddings=")]
-  bad = subprocess.run(one_file + [f"--embeddings={tmp_path / 'text.npy'}",
-                                   "--embedding_weights=1,2"],
-                       cwd=repo, capture_output=True, text=True)
-  assert "need one weight per source, got 1 sources and 2 weights" in bad.stderr
+  with pytest.raises(ValueError, match="need one weight per source, got 2 "
+                     "sources and 1 weights"):
+    run(embedding_weights=["1"])
+  with pytest.raises(ValueError, match="need one weight per source, got 1 "
+                     "sources and 2 weights"):
+    run(embeddings=[str(tmp_path / "text.npy")], embedding_weights=["1", "2"])
   # The collaborative view trusted by training counts: other RQ-VAE inputs,
   # other codes (the runs are seeded alike).
-  subprocess.run(base + ["--embedding_weights=1,0.5", "--interaction_views=1",
-                         "--interaction_prior=5",
-                         f"--output_dir={tmp_path / 'prior'}"],
-                 cwd=repo, check=True, capture_output=True)
-  prior = json.loads((tmp_path / "prior" / "report.json").read_text())
+  prior = run(embedding_weights=["1", "0.5"], interaction_views=["1"],
+              interaction_prior=5.0, output_dir=str(tmp_path / "prior"))
   assert prior["interaction_views"] == [1]
   assert prior["interaction_prior"] == 5.0
   assert not np.array_equal(np.load(tmp_path / "prior" / "codes.npy"),
                             np.load(tmp_path / "out" / "codes.npy"))
-  bad = subprocess.run(base + ["--interaction_views=2"], cwd=repo,
-                       capture_output=True, text=True)
-  assert "--interaction_views=['2']: indices must be in [0, 2)" in bad.stderr
+  with pytest.raises(OptionsError, match=re.escape(
+      "interaction_views=['2']: indices must be in [0, 2)")):
+    run(interaction_views=["2"])

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.builders.stages import (BehaviorFeatures, PromptBuilder,
                                        SemanticIdEncoder)
 from tf_genrec.data.amazon import leave_one_out, load_dataset
-from tf_genrec.evaluation.baselines import SASRec, SASRecConfig, save_sasrec
 from tf_genrec.models.qwen2.config import Qwen2Config
 from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
+from tf_genrec.models.sasrec.model import SASRec, SASRecConfig, save_sasrec
 from tf_genrec.tables.item_table import write_item_table
 from tf_genrec.tables.item_table_resource import ItemTable
 from tf_genrec.training.augment import drop_items

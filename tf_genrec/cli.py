@@ -4,7 +4,7 @@ import importlib
 import os
 import sys
 
-# command -> module in tools/ (installed as tf_genrec.tools) with an absl main().
+# command -> module of the top-level tools package with an absl main().
 COMMANDS = {
     "demo": "demo",
     "embed": "embed_items",
@@ -71,7 +71,7 @@ def main():
   from absl import app
 
   import_tensorflow_quietly()
-  module = importlib.import_module("tf_genrec.tools." + COMMANDS[sys.argv[1]])
+  module = importlib.import_module("tools." + COMMANDS[sys.argv[1]])
   app.run(module.main, argv=["tf-genrec " + sys.argv[1]] + sys.argv[2:])
 
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.data.amazon import item_popularity, leave_one_out, load_dataset
 from tf_genrec.data.synthetic import write_synthetic_dataset
 from tf_genrec.training.examples import build_sequences

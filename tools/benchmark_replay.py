@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.builders.stages import BehaviorFeatures, PromptBuilder
 from tf_genrec.generation.engine_generator import EngineGenerator
 from tf_genrec.generation.trie import SemanticIdTrie

@@ -19,7 +19,7 @@ import subprocess
 
 from absl import flags, logging
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.generation import tensorrt_llm
 from tf_genrec.tables.item_table import read_item_table
 

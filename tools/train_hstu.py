@@ -21,10 +21,11 @@ from absl import app, flags, logging
 
 from tf_genrec.data.amazon import (DEFAULT_DATA_DIR, leave_one_out,
                                    load_dataset)
-from tf_genrec.evaluation.baselines import (MostPopular, SASRecConfig,
-                                            evaluate_scorer, fit_sasrec)
+from tf_genrec.evaluation.baselines import MostPopular, evaluate_scorer
 from tf_genrec.models.hstu.config import HSTUConfig
 from tf_genrec.models.hstu.retrieval import save_hstu_retrieval
+from tf_genrec.models.sasrec.model import SASRecConfig
+from tf_genrec.models.sasrec.trainer import fit_sasrec
 from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
                                                train_hstu_retrieval)
 

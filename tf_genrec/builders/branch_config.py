@@ -28,7 +28,7 @@ from tf_genrec.builders.multi_branch import (GenerativeBranch,
                                              RetrievalBranch, SASRecQuery,
                                              SavedModelBranch, TwoTowerQuery)
 from tf_genrec.builders.stages import BehaviorFeatures
-from tf_genrec.evaluation.baselines import load_sasrec
+from tf_genrec.models.sasrec.model import load_sasrec
 from tf_genrec.models.two_tower.model import load_two_tower
 from tf_genrec.models.top_k import BruteForceTopK
 

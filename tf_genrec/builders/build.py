@@ -54,7 +54,7 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                        f"{os.path.basename(item_table_path)!r} is also a "
                        f"file of {engine_dir}: assets share one directory")
   t = config.template
-  table_data = read_item_table(item_table_path)
+  table_data = read_item_table(item_table_path, t.codebook_size)
   if table_data.num_levels != t.num_levels:
     raise ValueError(f"{item_table_path} has {table_data.num_levels} code "
                      f"levels, the {config.name} template expects "

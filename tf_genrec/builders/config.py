@@ -2,7 +2,8 @@
 import dataclasses
 from typing import Tuple
 
-from tf_genrec.ops import DEDUP_MODES, MAX_TOP_N, MISSING_MODES
+from tf_genrec.core.op_constants import DEDUP_MODES, MAX_TOP_N, MISSING_MODES
+from tf_genrec.core.prompt import PromptTemplate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,35 +31,6 @@ class BehaviorConfig:
     if self.missing_items not in MISSING_MODES:
       raise ValueError(f"missing_items must be one of {MISSING_MODES}, "
                        f"got {self.missing_items!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptTemplate:
-  """Pre-tokenised prompt pieces and where semantic-ID tokens live.
-
-  prompt = prefix + context + sid(item_1) + separator + ... + sid(item_n)
-  + suffix. With suffix == separator, the prompt of history h[:n] followed by
-  sid(h[n]) is a prefix of the prompt of h[:n+1]; that is what lets training
-  run a causal LM over a whole history with the serving template.
-  """
-  prefix_ids: Tuple[int, ...]
-  separator_ids: Tuple[int, ...]
-  suffix_ids: Tuple[int, ...]
-  sid_offset: int  # Token of code c at level l: sid_offset + l * K + c.
-  num_levels: int  # L
-  codebook_size: int  # K
-  pad_token_id: int = 0
-  max_prompt_len: int = 512
-  truncate: bool = True  # Drop the oldest items instead of failing.
-
-  @property
-  def vocab_size(self) -> int:
-    return self.sid_offset + self.num_levels * self.codebook_size
-
-  def sid_tokens(self, codes):
-    """Token ids of one item's codes (a sequence of L ints)."""
-    return [self.sid_offset + l * self.codebook_size + int(c)
-            for l, c in enumerate(codes)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@ graphs/hstu_ranking.py): the behaviour rules and the request limits."""
 import dataclasses
 
 from tf_genrec.builders.config import BehaviorConfig
-from tf_genrec.ops import MAX_TOP_N
+from tf_genrec.core.op_constants import MAX_TOP_N
 
 
 @dataclasses.dataclass(frozen=True)

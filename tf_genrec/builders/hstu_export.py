@@ -1,7 +1,7 @@
 """From a saved HSTU model to an exported HSTU scene (tf-genrec export)."""
 import numpy as np
 
-from tf_genrec import graphs
+import graphs
 from tf_genrec.builders.export import export_saved_model
 from tf_genrec.builders.hstu import HSTURankingModel, HSTURetrievalModel
 from tf_genrec.models.hstu.ranking import load_hstu_ranking

@@ -6,8 +6,9 @@ Each stage is a tf.Module with one __call__, so a builder can swap any of them
 import tensorflow as tf
 
 from tf_genrec import ops
-from tf_genrec.builders.config import (BehaviorConfig, PromptTemplate,
-                                       RetrievalConfig)
+from tf_genrec.builders.config import BehaviorConfig, RetrievalConfig
+from tf_genrec.core.op_constants import MAX_TOP_N
+from tf_genrec.core.prompt import PromptTemplate
 
 
 class BehaviorFeatures(tf.Module):
@@ -78,7 +79,7 @@ class ItemRetriever(tf.Module):
     wanted = max_n
     if self._config.exclude_history:
       # As many more as history items could be dropped.
-      wanted = tf.minimum(max_n + tf.shape(history)[1], ops.MAX_TOP_N)
+      wanted = tf.minimum(max_n + tf.shape(history)[1], MAX_TOP_N)
     item_ids, scores = self.item_table.codes_to_items(codes, beam_scores,
                                                       wanted)
     if self._config.exclude_history:

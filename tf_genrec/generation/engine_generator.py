@@ -13,8 +13,8 @@ from tensorflow.python.ops import gen_resource_variable_ops
 
 from tf_genrec import ops
 from tf_genrec.generation import tensorrt_llm
-from tf_genrec.generation.beam_search import check_sid_softmax
 from tf_genrec.generation.engine_file import write_engine_file
+from tf_genrec.generation.generation_config import check_sid_softmax
 
 ENGINE_FILE_NAME = "generation_engine.bin"
 

@@ -11,9 +11,18 @@ silently build prompts, or rank with scores, the model never learned.
 import json
 import os
 
-from tf_genrec.generation.beam_search import check_sid_softmax
-
 GENERATION_CONFIG_NAME = "generation_config.json"
+# How the scores of one level's K codes are normalised: against all K
+# ("level"), or against the codes the trie allows after the prefix ("trie").
+SID_SOFTMAXES = ("level", "trie")
+
+
+def check_sid_softmax(value, where="sid_softmax"):
+  """Raises ValueError naming `where` unless value is in SID_SOFTMAXES."""
+  if value not in SID_SOFTMAXES:
+    raise ValueError(f"{where} must be one of {SID_SOFTMAXES}, got {value!r}")
+
+
 _DEFAULT_SID_SOFTMAX = "level"  # checkpoints without the file were trained so
 # What the serving prompt depends on, recorded by `tf-genrec train`.
 PROMPT_KEYS = ("scene", "num_levels", "codebook_size", "max_history")

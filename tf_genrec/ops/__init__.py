@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_genrec.core.op_constants import DEDUP_MODES, MISSING_MODES
 from tf_genrec.generation import tensorrt_llm
 
 _LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -26,8 +27,6 @@ _lib = tf.load_op_library(_LIBRARY)
 if os.path.exists(tensorrt_llm.library_path()):
   tf.load_op_library(tensorrt_llm.library_path())
 
-DEDUP_MODES = ("none", "consecutive", "keep_last")
-MISSING_MODES = ("drop", "error")
 
 # Tensor dtypes that convert losslessly to the key dtype.
 _WIDENS_TO = {
@@ -213,10 +212,6 @@ def semantic_id_lookup(table, item_ids, lengths, *, num_levels: int,
       table, _tensor(item_ids, tf.int64, "item_ids"),
       _tensor(lengths, tf.int32, "lengths"), num_levels=num_levels,
       missing=missing))
-
-
-# Most items one CodesToItems call returns (kMaxTopN in item_table_ops.cc).
-MAX_TOP_N = 10_000
 
 
 class RetrievedItems(NamedTuple):

@@ -103,7 +103,7 @@ def load_codes(path, num_items: int, codebook_size: int) -> np.ndarray:
   return validate_codes(out, num_items, codebook_size, path)
 
 
-def write_sid_table(path, codes, priority):
+def write_sid_table(path, codes, priority, codebook_size):
   """Row i of `codes` is item id i; priority is e.g. training popularity."""
   write_item_table(path, np.arange(len(codes), dtype=np.int64), codes,
-                   priority)
+                   priority, codebook_size)

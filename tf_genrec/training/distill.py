@@ -12,8 +12,8 @@ same generator.
 import numpy as np
 import tensorflow as tf
 
-from tf_genrec.builders.config import PromptTemplate
-from tf_genrec.evaluation.baselines import SASRec, pad_left
+from tf_genrec.core.prompt import PromptTemplate
+from tf_genrec.models.sasrec.model import SASRec, pad_left
 
 
 class DistillTargets:

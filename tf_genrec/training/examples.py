@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_genrec import ops
-from tf_genrec.builders.config import PromptTemplate
+from tf_genrec.core.prompt import PromptTemplate
 
 
 def build_sequences(histories, item_codes, template: PromptTemplate,

@@ -12,7 +12,7 @@ same item of every SID token.
 import numpy as np
 import tensorflow as tf
 
-from tf_genrec.builders.config import PromptTemplate
+from tf_genrec.core.prompt import PromptTemplate
 
 
 class ItemTargets:

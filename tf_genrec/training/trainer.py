@@ -8,14 +8,14 @@ import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
 
-from tf_genrec.builders.config import PromptTemplate
-from tf_genrec.generation.beam_search import check_sid_softmax
-from tf_genrec.generation.generation_config import save_sid_softmax
+from tf_genrec.core.prompt import PromptTemplate
+from tf_genrec.generation.generation_config import (check_sid_softmax,
+                                                    save_sid_softmax)
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
-from tf_genrec.training.distill import DistillTargets, distill_loss
+from tf_genrec.training.distill import DistillTargets
 from tf_genrec.training.examples import pad_batch
-from tf_genrec.training.item_loss import (ItemTargets, item_embedding_table,
-                                          item_loss)
+from tf_genrec.training.item_loss import ItemTargets, item_embedding_table
+from tf_genrec.training.losses import Distillation, ItemLoss, StepTensors
 from tf_genrec.training.optimizer import AdamW, OptimizerConfig
 from tf_genrec.training.trie_softmax import TrieSoftmaxTargets
 
@@ -25,7 +25,7 @@ class TrainConfig:
   batch_size: int = 64
   # Training-only dropout of the decoder (modeling.py); 0 disables it.
   dropout: float = 0.0
-  # "level" or "trie" (tf_genrec.generation.beam_search); "trie" needs the
+  # "level" or "trie" (generation_config.SID_SOFTMAXES); "trie" needs the
   # trie of the item table passed to the Trainer.
   sid_softmax: str = "level"
   # Weight of the auxiliary item-ID loss (item_loss.py); > 0 needs the item
@@ -129,12 +129,18 @@ class Trainer:
                      if distill else None)
     self._variables = list(model.trainable_variables)
     extra = {}
-    self._item_embeddings = None
+    self._terms = []  # the auxiliary objectives (losses.py)
+    if distill:
+      self._terms.append(Distillation(config.distill_weight,
+                                      self.teacher_targets))
+    self._item_embeddings = None  # the item loss's own table
     if config.item_loss_weight > 0:
       self._item_embeddings = item_embedding_table(
           len(item_codes), model.config.hidden_size, config.seed)
       self._variables.append(self._item_embeddings)
       extra["item_embeddings"] = self._item_embeddings
+      self._terms.append(ItemLoss(config.item_loss_weight,
+                                  self._item_embeddings))
     self.optimizer = AdamW(config.optimizer, self._variables)
     self._ckpt = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
                                      **extra)
@@ -183,31 +189,20 @@ class Trainer:
 
   def _step(self, batch):
     """One update; returns the SID loss, the auxiliary losses, lr, grad norm."""
-    c = self.config
     ids, mask = batch["input_ids"], batch["mask"]
     aux = {}
     with tf.GradientTape() as tape:
-      hidden = self.model.model(ids, mask, c.dropout)
+      hidden = self.model.model(ids, mask, self.config.dropout)
       positions, sid, logits = sid_logits(
           self.model, self.template, hidden, ids, mask,
           trie_bias=self._trie_bias(batch["trie_rows"]))
-      per_target = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      sid_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
           sid % self.template.codebook_size, logits)
-      loss = tf.reduce_mean(per_target)
-      if self._distill is not None:
-        soft, has = self.teacher_targets(batch, positions, sid)
-        soft_ce = distill_loss(logits, tf.stop_gradient(soft))
-        weight = c.distill_weight * tf.cast(has, soft_ce.dtype)
-        total = tf.reduce_mean((1 - weight) * per_target + weight * soft_ce)
-        aux["distill_loss"] = (tf.reduce_sum(soft_ce) /
-                               tf.maximum(tf.reduce_sum(
-                                   tf.cast(has, soft_ce.dtype)), 1.0))
-      else:
-        total = loss
-      if self._item_embeddings is not None:
-        aux["item_loss"] = item_loss(hidden[:, :-1], batch["item_rows"],
-                                     self._item_embeddings)
-        total += c.item_loss_weight * aux["item_loss"]
+      loss = total = tf.reduce_mean(sid_ce)
+      tensors = StepTensors(batch, hidden, positions, sid, logits, sid_ce)
+      for term in self._terms:
+        added, aux[term.name] = term(tensors)
+        total += added
     grads = tape.gradient(total, self._variables)
     lr, grad_norm = self.optimizer.apply(grads, self._variables)
     return loss, aux, lr, grad_norm

@@ -8,7 +8,7 @@ sid_softmax="trie" sums: log-probabilities over existing SIDs.
 import numpy as np
 import tensorflow as tf
 
-from tf_genrec.builders.config import PromptTemplate
+from tf_genrec.core.prompt import PromptTemplate
 from tf_genrec.generation.trie import SemanticIdTrie
 
 # Finite so that a -inf can never meet a zero label weight (0 * -inf = NaN).

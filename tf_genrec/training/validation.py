@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_genrec.builders.config import PromptTemplate
+from tf_genrec.core.prompt import PromptTemplate
 from tf_genrec.evaluation.metrics import evaluate_ranking
 from tf_genrec.generation.beam_search import BeamSearchGenerator
 from tf_genrec.generation.trie import SemanticIdTrie

@@ -27,7 +27,7 @@ from tf_genrec.models.qwen2.config import Qwen2Config
 _INIT_STD = 0.02
 # Additive bias for masked scores; finite so that fully masked rows (pad
 # queries) give a uniform softmax instead of NaN.
-_MASKED = -1e9
+MASKED_BIAS = -1e9
 
 
 class _Init:
@@ -129,7 +129,7 @@ def causal_attention_bias(attention_mask):
   s = tf.shape(mask)[1]
   causal = tf.linalg.band_part(tf.ones([s, s], tf.bool), -1, 0)
   allowed = tf.logical_and(causal[None, None], mask[:, None, None, :])
-  return tf.where(allowed, 0.0, _MASKED)
+  return tf.where(allowed, 0.0, MASKED_BIAS)
 
 
 class Qwen2Attention(tf.Module):
