@@ -148,6 +148,13 @@ def test_bad_cache_settings_name_the_value(model, trie, tmp_path, kwargs,
     _engine(model, trie, tmp_path, max_prompt_len=16, **kwargs)
 
 
+def test_block_size_is_free_with_the_cache_off(model, trie, tmp_path):
+  # A block longer than the prompts only matters when blocks are cached.
+  engine = _engine(model, trie, tmp_path, max_prompt_len=8,
+                   prefix_cache_bytes=0, prefix_block_tokens=16)
+  assert engine.stats()["prefix_cache_bytes"] == 0
+
+
 def test_exported_cache_counters_reach_the_server_metrics(tmp_path):
   a = tiny_recall_assets(tmp_path)
   model = build_generative_recall(a["config"], a["ckpt"], a["table_path"],

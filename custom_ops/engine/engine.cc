@@ -39,7 +39,10 @@ absl::Status EngineConfig::Validate() const {
   if (prefix_cache_bytes < 0) {
     return bad("prefix_cache_bytes", prefix_cache_bytes, ">= 0 (0: off)");
   }
-  if (prefix_block_tokens < 1 || prefix_block_tokens > max_prompt_len) {
+  // The block size matters only with the cache on; unchecked against the
+  // prompt length when off, so the default fits engines of short prompts.
+  if (prefix_block_tokens < 1 ||
+      (prefix_cache_bytes > 0 && prefix_block_tokens > max_prompt_len)) {
     return bad("prefix_block_tokens", prefix_block_tokens,
                absl::StrCat("in [1, max_prompt_len=", max_prompt_len, "]"));
   }
