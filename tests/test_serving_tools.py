@@ -1,4 +1,5 @@
 """tools/serve.py as a process (flags, SIGTERM) and tools/client.py."""
+import ctypes
 import os
 import re
 import signal
@@ -73,6 +74,29 @@ def test_sigterm_drains_and_exits_cleanly(serve_process):
   assert response.model_spec.version.value == 1
   process.send_signal(signal.SIGTERM)
   assert process.wait(timeout=30) == 0
+
+
+def test_sigterm_delivered_to_a_worker_thread_stops_the_server(tmp_path):
+  # The kernel hands a process-directed SIGTERM to any thread; send it to a
+  # non-main one on purpose (glibc's tgkill), the case that used to hang.
+  tl.export_toy_model(str(tmp_path), 1)
+  process = subprocess.Popen(
+      [sys.executable, "-m", "tools.serve", "--port=0", "--model_name=toy",
+       f"--model_base_path={tmp_path}"],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL, text=True)
+  try:
+    assert re.search(r"gRPC port \d+", process.stdout.readline())
+    workers = [int(t) for t in os.listdir(f"/proc/{process.pid}/task")
+               if int(t) != process.pid]
+    assert workers
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(process.pid, workers[-1], signal.SIGTERM) == 0
+    assert process.wait(timeout=30) == 0
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
 
 
 def test_sigterm_waits_for_a_slow_in_flight_request(tmp_path):

@@ -9,7 +9,7 @@ can switch between the two binaries without changing its command line:
       --monitoring_config_file=serving_config/monitoring.config
 """
 import signal
-import threading
+import time
 
 from absl import app, flags, logging
 
@@ -120,14 +120,19 @@ def main(argv):
       FLAGS.tensorflow_inter_op_parallelism)
   from tf_genrec.serving.server import ModelServer
   model_config, options = server_options()
-  stop = threading.Event()
+  received = []
   for sig in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(sig, lambda signum, frame: stop.set())
+    signal.signal(sig, lambda signum, frame: received.append(signum))
   server = ModelServer(model_config, options).start()
   print(f"tf-genrec serve: gRPC port {server.grpc_port}"
         + (f", REST port {server.rest_port}" if server.rest_port else ""),
         flush=True)
-  stop.wait()
+  # The kernel may deliver the signal to any of TF's or gRPC's threads; Python
+  # then runs the handler only when the main thread next executes bytecode, so
+  # an untimed wait here could sleep through SIGTERM (it did, ~1 run in 6). The
+  # handler takes no lock, so it cannot deadlock against the main thread.
+  while not received:
+    time.sleep(0.2)
   logging.info("shutting down: draining in-flight requests (up to %.1f s)",
                options.grace_period_seconds)
   server.stop()
