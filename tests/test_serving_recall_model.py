@@ -3,6 +3,7 @@ import grpc
 import numpy as np
 import pytest
 
+import graphs
 import serving_testlib as tl
 from recall_testlib import tiny_recall_assets
 from tf_genrec.builders.build import build_generative_recall
@@ -81,3 +82,34 @@ def test_bad_requests_name_the_field_and_server_keeps_serving(
   assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
   assert field in err.value.details()
   assert _predict(channel, _inputs(a, 3))["item_ids"].shape == (3, 20)
+
+
+def test_context_longer_than_the_server_limit_is_refused_live(tmp_path):
+  """--max_context_length on a scene that takes query tokens: the server
+  refuses a longer context_ids on its declared shape, naming input, length
+  and limit, and keeps answering shorter ones as the model does."""
+  a = tiny_recall_assets(tmp_path)
+  scene = graphs.get("search_recall").graph_config(
+      num_levels=a["config"].template.num_levels,
+      codebook_size=a["config"].template.codebook_size, max_history=6,
+      max_beam_width=16, default_beam_width=8, default_top_n=20)
+  model = build_generative_recall(scene, a["ckpt"], a["table_path"])
+  path = export_saved_model(model, str(tmp_path / "base"), 1, [],
+                            "search_recall")
+  with tl.running_server(config.single_model_config(
+      "search_recall", str(tmp_path / "base")),
+                         max_context_length=8) as (_, channel):
+    long = _inputs(a, 4, context_ids=np.ones([3, 9]), context_lengths=[9] * 3)
+    request = client_lib.build_predict_request(long, "search_recall")
+    with pytest.raises(grpc.RpcError) as err:
+      tl.prediction_stub(channel).Predict(request, 60)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert ("input 'context_ids' has length 9 (dim 1), more than "
+            "max_context_length=8") in err.value.details()
+    short = _inputs(a, 4, context_ids=[[3, 5, 0]] * 3, context_lengths=[2] * 3,
+                    beam_width=[8] * 3, top_n=[20] * 3)
+    request = client_lib.build_predict_request(short, "search_recall")
+    got = client_lib.response_to_numpy(
+        tl.prediction_stub(channel).Predict(request, 60))
+    np.testing.assert_array_equal(got["item_ids"],
+                                  tl.in_process(path, short)["item_ids"])
