@@ -2,8 +2,9 @@
 
 The training forward (modeling.py) and this path are one architecture: this
 module snapshots a Qwen2ForCausalLM's weights into an inference layout and
-reuses its RoPE tables (rotary_cos_sin) and masking constant, so a change to
-the architecture is made in modeling.py and mirrored here, in one package
+reuses its parts that survive the fusion (RoPE tables, RMS normalisation,
+positions and the causal mask from the padding), so a change to the
+architecture is made in modeling.py and mirrored here, in one package
 (tests/test_beam_search.py compares the two on every path).
 
 The layout is chosen for cost (the hot path of recall):
@@ -32,7 +33,9 @@ build it after the model's weights are final.
 """
 import tensorflow as tf
 
-from tf_genrec.models.qwen2.modeling import MASKED_BIAS, rotary_cos_sin
+from tf_genrec.models.qwen2.modeling import (MASKED_BIAS, causal_attention_bias,
+                                             position_ids_from_mask,
+                                             rms_normalize, rotary_cos_sin)
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -105,8 +108,7 @@ class Qwen2Inference(tf.Module):
   def _normed(self, x):
     """RMSNorm without its weight (folded into the next kernel), cast to the
     compute dtype for the matmul that follows."""
-    variance = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
-    return tf.cast(x * tf.math.rsqrt(variance + self._eps), self._dtype)
+    return tf.cast(rms_normalize(x, self._eps), self._dtype)
 
   def _rotary(self, positions):
     """RoPE tables for every q/k/v head of the fused projection: positions
@@ -153,11 +155,6 @@ class Qwen2Inference(tf.Module):
               tf.matmul(normed, weights["up"]))
     return x + tf.cast(tf.matmul(hidden, weights["down"]), tf.float32)
 
-  def _norm(self, x):
-    """Final RMSNorm without its weight (folded into the level heads)."""
-    variance = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
-    return x * tf.math.rsqrt(variance + self._eps)
-
   def prefill(self, input_ids, lengths):
     """Runs the prompt once.
 
@@ -169,14 +166,10 @@ class Qwen2Inference(tf.Module):
     prompt_len = tf.shape(input_ids)[1]
     is_token = (tf.range(prompt_len)[tf.newaxis, :] >=
                 (prompt_len - lengths)[:, tf.newaxis])
-    positions = tf.maximum(tf.cumsum(tf.cast(is_token, tf.int32), axis=1) - 1,
-                           0)
-    cos, sin = self._rotary(positions)  # [B, P, 1, heads, D]
-    cos, sin = cos[:, :, 0], sin[:, :, 0]
+    cos, sin = self._rotary(position_ids_from_mask(is_token))
+    cos, sin = cos[:, :, 0], sin[:, :, 0]  # [B, P, heads, D]
     key_bias = tf.where(is_token, 0.0, MASKED_BIAS)
-    causal = tf.linalg.band_part(tf.ones([prompt_len, prompt_len]), -1, 0)
-    bias = (tf.where(causal > 0, 0.0, MASKED_BIAS)[tf.newaxis] +
-            key_bias[:, tf.newaxis, :])[:, tf.newaxis, tf.newaxis]
+    bias = causal_attention_bias(is_token)[:, :, tf.newaxis]  # [B,1,1,P,P]
     batch = tf.shape(input_ids)[0]
 
     x = tf.cast(tf.gather(self._embed, tf.reshape(input_ids, [-1])),
@@ -200,7 +193,7 @@ class Qwen2Inference(tf.Module):
       out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]),
                        [-1, self._num_heads * self._head_dim])
       x = self._attn_out_mlp(x, out, weights)
-    return prompt_kv, key_bias, self._norm(x)
+    return prompt_kv, key_bias, rms_normalize(x, self._eps)
 
   def decode_step(self, tokens, positions, prompt_kv, key_bias, beam_kv):
     """One generated token per beam.
@@ -248,4 +241,5 @@ class Qwen2Inference(tf.Module):
       x = self._attn_out_mlp(x, out, weights)
     new_kv = tf.stack(new_kv, axis=2)[:, :, tf.newaxis]  # [B, W, 1, 2n, ..]
     beam_kv = new_kv if beam_kv is None else tf.concat([beam_kv, new_kv], 2)
-    return tf.reshape(self._norm(x), [shape[0], shape[1], -1]), beam_kv
+    hidden = rms_normalize(x, self._eps)
+    return tf.reshape(hidden, [shape[0], shape[1], -1]), beam_kv

@@ -75,6 +75,13 @@ class Embedding(tf.Module):
     return tf.gather(self.weight, input_ids)
 
 
+def rms_normalize(x, eps):
+  """x / RMS(x) over the last axis: RMSNorm before its weight (the fused
+  inference path folds the weight into the next kernel)."""
+  variance = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
+  return x * tf.math.rsqrt(variance + eps)
+
+
 class Qwen2RMSNorm(tf.Module):
 
   def __init__(self, hidden_size, eps, name=None):
@@ -83,8 +90,7 @@ class Qwen2RMSNorm(tf.Module):
     self.eps = eps
 
   def __call__(self, x):
-    variance = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
-    return self.weight * (x * tf.math.rsqrt(variance + self.eps))
+    return self.weight * rms_normalize(x, self.eps)
 
 
 def _dropout(x, rate):
