@@ -1,15 +1,22 @@
 """HSTU retrieval: loss, stochastic length, training, top-k, and both HSTU
 scenes exported and served by `tf-genrec serve` to a stock TF Serving
-client (tensorflow_serving.apis stubs, protos built by hand)."""
+client (tensorflow_serving.apis stubs, protos built by hand); the
+`tf-genrec train_hstu` step."""
+import dataclasses
+import json
+
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-import serving_testlib as tl
 import graphs
+import serving_testlib as tl
+from dataset_testlib import random_histories, write_dataset
 from tf_genrec.builders.export import export_saved_model
+from tf_genrec.data.amazon import leave_one_out, load_dataset
+from tf_genrec.evaluation.baselines import evaluate_scorer
 from tf_genrec.builders.hstu import (UNSCORED, HSTURankingModel,
                                      HSTURetrievalModel)
 from tf_genrec.models.hstu.config import HSTUConfig
@@ -20,7 +27,10 @@ from tf_genrec.models.hstu.retrieval import (load_hstu_retrieval,
 from tf_genrec.models.hstu.stochastic_length import (sequentialize,
                                                      stochastic_length)
 from tf_genrec.models.top_k import BruteForceTopK
+from tf_genrec.options import OptionsError
 from tf_genrec.serving import config as serving_config
+from tf_genrec.training.hstu_comparison import (HSTUComparisonOptions,
+                                                compare_hstu)
 from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
                                                train_hstu_retrieval)
 
@@ -214,3 +224,32 @@ def test_hstu_scenes_served_to_a_stock_client(trained, tmp_path):
     np.testing.assert_allclose(ranked[name][known], expected[..., t][known],
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ranked[name][~known], UNSCORED)
+
+
+def test_compare_hstu_runs_in_process_and_keeps_the_best_on_validation(
+    tmp_path):
+  """`tf-genrec train_hstu`'s step on a generated dataset: one HSTU per
+  alpha, the one with the best validation NDCG@10 saved, its test metrics
+  reproduced by the saved model."""
+  data = tmp_path / "data"
+  write_dataset(data, "Shop", random_histories(NUM_ITEMS, 60),
+                num_items=NUM_ITEMS)
+  options = HSTUComparisonOptions(
+      data_dir=str(data), output=str(tmp_path / "report.json"),
+      model_output=str(tmp_path / "hstu"), max_len=8, hidden_dim=16,
+      num_layers=1, num_heads=1, attention_dim=8, linear_dim=8,
+      batch_size=32, num_negatives=16, max_epochs=2, eval_every=1,
+      stochastic_length_alphas=["0", "1.5"])
+  report = compare_hstu(options)
+  assert json.loads((tmp_path / "report.json").read_text()) == json.loads(
+      json.dumps(report))
+  names = ("hstu", "hstu_sl1.5")
+  assert report["chosen_hstu"] == max(
+      names, key=lambda n: report[n]["valid"]["ndcg@10"])
+  assert report["hstu_sl1.5"]["train"]["stochastic_length_alpha"] == 1.5
+  split = leave_one_out(load_dataset(str(data)).histories)
+  saved = load_hstu_retrieval(str(tmp_path / "hstu"))
+  assert evaluate_scorer(saved.score, *split.inputs_and_targets("test")) == (
+      report[report["chosen_hstu"]]["test"])
+  with pytest.raises(OptionsError, match=r"stochastic_length_alphas=\['3'\]"):
+    compare_hstu(dataclasses.replace(options, stochastic_length_alphas=["3"]))

@@ -11,13 +11,15 @@ from tf_genrec.options import (OptionsError, define_flags, from_flags, option,
                                refused_as, run_step)
 from tf_genrec.semantic_ids.build import SemanticIdOptions
 from tf_genrec.semantic_ids.embed_items import EmbedOptions
+from tf_genrec.training.hstu_comparison import HSTUComparisonOptions
 from tf_genrec.training.presets import PRESETS, RECALL_DEFAULT, Recipe
 from tf_genrec.training.random_model import RandomModelOptions
 from tf_genrec.training.sasrec_baseline import SASRecBaselineOptions
 from tf_genrec.training.train_generator import TrainOptions
 
 STEP_OPTIONS = (TrainOptions, ExportOptions, EvalOptions, SemanticIdOptions,
-                SASRecBaselineOptions, RandomModelOptions, EmbedOptions)
+                SASRecBaselineOptions, RandomModelOptions, EmbedOptions,
+                HSTUComparisonOptions)
 
 
 @dataclasses.dataclass(frozen=True)
