@@ -210,7 +210,7 @@ def train_generator(options: TrainOptions) -> dict:
   report = {"preset": o.preset, "recipe_in_effect": o.recipe(),
             "train_loss": train_loss, "valid_loss": valid_loss,
             "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-            "steps_run": int(trainer.optimizer.step),
+            "steps_run": trainer.step,
             "loss_curve": trainer.loss_curve,
             "replicas": strategy.num_replicas_in_sync,
             "best_validation": best,

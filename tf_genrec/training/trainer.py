@@ -281,6 +281,11 @@ class Trainer:
     return float(np.mean(losses))
 
   @property
+  def step(self) -> int:
+    """Optimizer steps taken (.numpy(): a MirroredVariable has no int())."""
+    return int(self.optimizer.step.numpy())
+
+  @property
   def best_dir(self):
     """HF checkpoint of the best validation so far (fit with a validator)."""
     return os.path.join(self.work_dir, "best")
@@ -343,27 +348,27 @@ class Trainer:
       self._ckpt.restore(self._manager.latest_checkpoint)
       logging.info("resumed from %s at step %d",
                    self._manager.latest_checkpoint,
-                   int(self.optimizer.step))
+                   self.step)
     c = self.config
     if validator is not None and not c.eval_every:
       raise ValueError("a validator needs TrainConfig.eval_every > 0")
     state = self.best_state() if validator is not None else None
     total = c.optimizer.total_steps
-    rng = np.random.default_rng(c.seed + int(self.optimizer.step))
+    rng = np.random.default_rng(c.seed + self.step)
     losses, aux_losses = [], []
     self.loss_curve = []  # (step, mean SID loss of the log_every before)
     stopped = bool(state and state["stopped"])
-    with tqdm(total=total, initial=int(self.optimizer.step),
+    with tqdm(total=total, initial=self.step,
               desc="train generator", unit="step",
               disable=not self._chief) as bar:
-      while int(self.optimizer.step) < total and not stopped:
-        sequences = epoch_sequences(int(self.optimizer.step))
+      while self.step < total and not stopped:
+        sequences = epoch_sequences(self.step)
         # Batches of similar lengths waste less compute on padding.
         order = np.argsort([len(s) for s in sequences], kind="stable")
         batches = [order[i:i + c.batch_size]
                    for i in range(0, len(order), c.batch_size)]
         for b in rng.permutation(len(batches)):
-          step = int(self.optimizer.step)
+          step = self.step
           if step >= total:
             break
           loss, aux, lr, grad_norm = self._train_step(
@@ -390,14 +395,14 @@ class Trainer:
             self._save(step + 1)
         if valid_sequences:
           logging.info("step %d validation loss %.4f",
-                       int(self.optimizer.step),
+                       self.step,
                        self.evaluate_loss(valid_sequences))
     if validator is not None and (state is None or
                                   state["history"][-1]["step"] !=
-                                  int(self.optimizer.step)):
-      state = self._validate(validator, metric, int(self.optimizer.step),
+                                  self.step):
+      state = self._validate(validator, metric, self.step,
                              state)
-    self._save(int(self.optimizer.step))
+    self._save(self.step)
     return float(np.mean(losses[-c.log_every:])) if losses else float("nan")
 
   def _save(self, step):
