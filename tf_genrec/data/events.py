@@ -295,8 +295,10 @@ def read_events(spec: DataSpec, item_ids: np.ndarray):
   users, items, times = [], [], []
   dropped = 0
   progress = tqdm(desc="events", unit="event", unit_scale=True)
+  # One batch read ahead: an autotuned buffer grows while this loop lags
+  # (a busy machine), and then holds a share of the log.
   for batch in (reader.batches().map(dense)
-                .prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
+                .prefetch(1).as_numpy_iterator()):
     progress.update(len(batch["item"]))
     known = batch["item"] >= 0
     dropped += int(np.count_nonzero(~known))
