@@ -29,7 +29,7 @@ from tf_genrec.data.dataset import MIN_HISTORY, Dataset, ItemInfo
 from tf_genrec.data.ragged import Ragged
 from tf_genrec.data.spec import EVENT_FIELDS, DataSpec
 
-BATCH_SIZE = 65536
+BATCH_SIZE = 8192
 TEXT_FIELDS = ("title", "description", "brand", "categories")
 _CATEGORY_ALIAS = "category"
 
