@@ -142,7 +142,8 @@ def train_generator(options: TrainOptions) -> dict:
   dataset = load_dataset(o.data_dir)
   histories = dataset.histories[:o.max_users or None]
   split = leave_one_out(histories)
-  fit_histories = [h for h in split.fit_histories(o.refit) if len(h)]
+  fit_histories = split.fit_histories(o.refit)
+  fit_histories = fit_histories.select(fit_histories.lengths > 0)
 
   def epoch_sequences(step):
     rng = np.random.default_rng([o.seed, step])
@@ -152,9 +153,9 @@ def train_generator(options: TrainOptions) -> dict:
   # Without augmentation every epoch sees the same sequences: build them once.
   train = (epoch_sequences if o.item_drop_rate else build_sequences(
       fit_histories, item_codes, template, o.max_history))
+  # A validation sequence is the validation inputs + their target: h[:-1].
   valid = [] if o.refit else build_sequences(
-      [list(h) + [t] for h, t in zip(split.valid_inputs, split.valid_targets)],
-      item_codes, template, o.max_history)
+      split.test_inputs, item_codes, template, o.max_history)
   logging.info("%d training / %d validation sequences", len(fit_histories),
                len(valid))
 
