@@ -120,6 +120,21 @@ def test_training_learns_the_next_item(trained):
   assert history[-1]["valid"]["recall@5"] > 0.9
 
 
+def test_full_softmax_learns_and_negative_counts_are_checked():
+  histories = _cyclic_histories(np.random.default_rng(1))
+  targets = np.array([h[-1] for h in histories])
+  config = HSTUConfig(max_len=8, hidden_dim=16, num_layers=1, num_heads=1,
+                      attention_dim=8, linear_dim=8, dropout=0.0)
+  _, history = train_hstu_retrieval(
+      [h[:-1] for h in histories], [h[:-1] for h in histories], targets,
+      NUM_ITEMS, config,
+      HSTUTrainConfig(learning_rate=1e-2, batch_size=64, num_negatives=0,
+                      temperature=0.1, max_epochs=8, eval_every=4))
+  assert history[-1]["valid"]["recall@5"] > 0.9
+  with pytest.raises(ValueError, match="num_negatives must be >= 0"):
+    HSTUTrainConfig(num_negatives=-1)
+
+
 def test_save_load_round_trip(trained, tmp_path):
   model, _, train, _ = trained
   save_hstu_retrieval(model, str(tmp_path))

@@ -51,7 +51,8 @@ class HSTUComparisonOptions:
   learning_rate: float = option(_TRAIN.learning_rate, "Adam learning rate.")
   batch_size: int = option(_TRAIN.batch_size, "Training batch size (users).")
   num_negatives: int = option(_TRAIN.num_negatives,
-                              "Uniform negatives per batch.")
+                              "Uniform negatives per batch; 0: every item "
+                              "(full softmax).")
   temperature: float = option(_TRAIN.temperature,
                               "Softmax temperature on cosines.")
   max_epochs: int = option(_TRAIN.max_epochs, "Upper bound on epochs.")

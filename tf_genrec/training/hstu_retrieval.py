@@ -22,7 +22,8 @@ from tf_genrec.models.hstu.stochastic_length import stochastic_length
 class HSTUTrainConfig:
   learning_rate: float = 1e-3
   batch_size: int = 128
-  num_negatives: int = 512  # Uniform negatives shared by a batch.
+  # Uniform negatives shared by a batch; 0: every item (full softmax).
+  num_negatives: int = 512
   temperature: float = 0.05
   max_epochs: int = 100
   eval_every: int = 2  # Epochs between validation passes.
@@ -31,11 +32,13 @@ class HSTUTrainConfig:
   seed: int = 0
 
   def __post_init__(self):
-    for name in ("batch_size", "num_negatives", "max_epochs", "eval_every",
-                 "patience"):
+    for name in ("batch_size", "max_epochs", "eval_every", "patience"):
       if getattr(self, name) < 1:
         raise ValueError(f"HSTUTrainConfig.{name} must be >= 1, got "
                          f"{getattr(self, name)}")
+    if self.num_negatives < 0:
+      raise ValueError("HSTUTrainConfig.num_negatives must be >= 0 (0: "
+                       f"every item), got {self.num_negatives}")
     if self.temperature <= 0 or self.learning_rate <= 0:
       raise ValueError("HSTUTrainConfig.temperature and learning_rate must "
                        f"be > 0, got {self.temperature}, {self.learning_rate}")
@@ -94,7 +97,8 @@ def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
       # Trim trailing all-pad columns: attention cost follows the batch's
       # longest sequence (what stochastic length shortens).
       width = max(int((inputs[rows] > 0).sum(1).max()), 1)
-      negatives = rng.integers(0, num_items, tc.num_negatives)
+      negatives = (rng.integers(0, num_items, tc.num_negatives)
+                   if tc.num_negatives else np.arange(num_items))
       losses.append(float(train_step(
           tf.constant(inputs[rows, :width]), tf.constant(targets[rows, :width]),
           tf.constant(negatives, tf.int32))))

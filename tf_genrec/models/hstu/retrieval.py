@@ -76,7 +76,7 @@ def sampled_softmax_loss(users, targets, negatives, item_vectors,
   Args:
     users: [P, D] unit user states, one per target.
     targets: [P] int item ids.
-    negatives: [R] int item ids sampled uniformly.
+    negatives: [R] int item ids sampled uniformly, or every item.
     item_vectors: callable, item ids -> unit vectors.
   """
   in_batch = tf.matmul(users, item_vectors(targets), transpose_b=True)

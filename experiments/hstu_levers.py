@@ -1,0 +1,86 @@
+"""Issue #19's levers: HSTU retrieval variants scored on amazon-scientific
+validation only (nothing here reads the test split; `tf-genrec train_hstu`
+scores the chosen variant once, beside SASRec).
+
+  .venv/bin/python experiments/hstu_levers.py --output=runs/hstu_levers.json \
+      --variant=negatives_all --variant='lr_3e-3={"learning_rate": 3e-3}'
+
+Each variant is a set of overrides of HSTUConfig / HSTUTrainConfig defaults
+(VARIANTS below); results are appended to --output as each finishes, and a
+re-run skips the variants already there.
+"""
+import dataclasses
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+from tf_genrec.data.amazon import load_dataset, leave_one_out
+from tf_genrec.models.hstu.config import HSTUConfig
+from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
+                                               train_hstu_retrieval)
+
+VARIANTS = {
+    "defaults": {},
+    "negatives_all": {"num_negatives": 0},
+    "temperature_0.1": {"temperature": 0.1},
+    "dropout_0.5": {"dropout": 0.5},
+    "width_128": {"hidden_dim": 128, "attention_dim": 64, "linear_dim": 64},
+    "layers_4": {"num_layers": 4},
+}
+
+flags.DEFINE_string("data_dir", "../shared/datasets/amazon-scientific",
+                    "Dataset directory.")
+flags.DEFINE_string("output", "runs/hstu_levers.json", "JSON results.")
+flags.DEFINE_multi_string("variant", list(VARIANTS), "A name from "
+                          "VARIANTS, or name=<json overrides>; repeated.")
+FLAGS = flags.FLAGS
+
+
+def _overrides(spec):
+  name, _, text = spec.partition("=")
+  return name, (json.loads(text) if text else VARIANTS[name])
+
+
+def _configs(overrides):
+  model = {f.name for f in dataclasses.fields(HSTUConfig)}
+  unknown = set(overrides) - model - {
+      f.name for f in dataclasses.fields(HSTUTrainConfig)}
+  if unknown:
+    raise ValueError(f"unknown fields {sorted(unknown)}")
+  return (HSTUConfig(**{k: v for k, v in overrides.items() if k in model}),
+          HSTUTrainConfig(**{k: v for k, v in overrides.items()
+                             if k not in model}))
+
+
+def main(_):
+  results = {}
+  if os.path.exists(FLAGS.output):
+    with open(FLAGS.output, encoding="utf-8") as f:
+      results = json.load(f)
+  dataset = load_dataset(FLAGS.data_dir)
+  split = leave_one_out(dataset.histories)
+  for name, overrides in map(_overrides, FLAGS.variant):
+    if name in results:
+      continue
+    config, train_config = _configs(overrides)
+    start = time.time()
+    _, history = train_hstu_retrieval(split.train,
+                                      *split.inputs_and_targets("valid"),
+                                      dataset.num_items, config,
+                                      train_config)
+    best = max((r for r in history if "valid" in r),
+               key=lambda r: r["valid"]["ndcg@10"])
+    results[name] = {"overrides": overrides, "valid": best["valid"],
+                     "best_epoch": best["epoch"], "epochs_run": len(history),
+                     "train_seconds": round(time.time() - start, 1)}
+    logging.info("%s: %s", name, results[name])
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)),
+                exist_ok=True)
+    with open(FLAGS.output, "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
