@@ -2,6 +2,7 @@
 serving_default signature, and an in-process server on free ports."""
 import contextlib
 import os
+import socket
 import threading
 
 import grpc
@@ -133,6 +134,15 @@ def serving_toy_model(base_path):
   model_config.model_config_list.config[0].version_labels["stable"] = 1
   with running_server(model_config) as (server, channel):
     yield server, channel, path
+
+
+def free_ports(n):
+  """n distinct free ports of 127.0.0.1 (held together while picked)."""
+  with contextlib.ExitStack() as stack:
+    sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+    for s in sockets:
+      s.bind(("127.0.0.1", 0))
+    return [s.getsockname()[1] for s in sockets]
 
 
 @contextlib.contextmanager

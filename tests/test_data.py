@@ -7,6 +7,7 @@ from dataset_testlib import write_dataset
 from tf_genrec.data.amazon import (ItemInfo, dataset_name, item_file,
                                    item_popularity, leave_one_out,
                                    load_dataset, resolve_data_dir)
+from tf_genrec.data.ragged import Ragged
 
 # From the dataset README.
 NUM_USERS, NUM_ITEMS, NUM_INTERACTIONS = 8317, 4344, 58492
@@ -136,3 +137,17 @@ def test_office_files_load():
           office.num_interactions) == ("Office", 4905, 2420, 53258)
   assert all(len(t) == len(h) for t, h in zip(office.timestamps,
                                               office.histories))
+
+
+def test_ragged_rows_are_views_of_one_array():
+  rows = [[1, 2, 3], [4], [5, 6, 7, 8], []]
+  ragged = Ragged.from_rows(rows)
+  assert [r.tolist() for r in ragged] == rows
+  assert [r.tolist() for r in ragged[1:3]] == rows[1:3]
+  assert ragged[2].base is ragged.values  # a view, no copy
+  picked = ragged.select(np.array([2, 0]))
+  assert [b.tolist() for b in picked.blocks(1)] == [rows[2], rows[0]]
+  assert [b.tolist() for b in picked.blocks()] == [rows[2] + rows[0]]
+  assert ragged.select([0, 2]).shortened(1).last().tolist() == [2, 7]
+  with pytest.raises(ValueError, match="row 3 has 0 values, fewer than"):
+    ragged.shortened(1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import graphs
+from tf_genrec.data import events
 from tf_genrec.data.amazon import REPO_ROOT, leave_one_out, load_dataset
 from tf_genrec.data.dataset import Dataset
 from tf_genrec.data.writers import write_dataset
@@ -62,6 +63,20 @@ def test_every_format_gives_the_same_training_examples(
   # Dense ids map back to the files' ids; -1 (an empty slot) stays empty.
   back = loaded.external_item_ids([[5, -1]])
   assert back.tolist() == ([["item-5", ""]] if string_ids else [[5, -1]])
+
+
+@pytest.mark.parametrize("events_format", ["parquet", "tfrecord"])
+def test_users_numbered_across_batches(bundled, tmp_path, monkeypatch,
+                                       events_format):
+  """Small reader batches: users (string and int64 ids) keep their number
+  from one batch to the next, in order of first appearance."""
+  monkeypatch.setattr(events, "BATCH_SIZE", 97)
+  write_dataset(bundled, str(tmp_path), events_format, "jsonl",
+                num_shards=2, string_ids=events_format == "parquet")
+  loaded = load_dataset(str(tmp_path))
+  assert loaded.num_users == bundled.num_users
+  for want, got in zip(bundled.histories, loaded.histories):
+    np.testing.assert_array_equal(got, want)
 
 
 def test_pattern_with_named_format(bundled, tmp_path):

@@ -76,9 +76,9 @@ def main(argv):
   codes = np.random.default_rng(0).integers(
       0, template.codebook_size, (dataset.num_items, template.num_levels))
   item_codes = dict(enumerate(codes.tolist()))
-  sequences = build_sequences(
-      [h for h in split.fit_histories() if len(h) >= 2], item_codes, template,
-      FLAGS.max_history)
+  fit = split.fit_histories()
+  sequences = build_sequences(fit.select(fit.lengths >= 2), item_codes,
+                              template, FLAGS.max_history)
   training_input_s = time.time() - start
   training_input_cpu_s = time.process_time() - cpu
   events = dataset.num_interactions

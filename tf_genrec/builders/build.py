@@ -1,6 +1,8 @@
 """From files on disk (checkpoint, item table, scene) to a recall model."""
 import os
 
+import numpy as np
+
 from tf_genrec.builders.config import RecallGraphConfig
 from tf_genrec.builders.recall_model import GenerativeRecallModel
 from tf_genrec.generation import tensorrt_llm
@@ -12,13 +14,16 @@ from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2.checkpoint import load_hf_checkpoint
 from tf_genrec.tables.item_table import read_item_table
 from tf_genrec.tables.item_table_resource import ItemTable
+from tf_genrec.tables.item_vocabulary import (ItemVocabulary,
+                                              read_item_vocabulary)
 
 
 def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                             item_table_path, generator_dtype="float32",
                             sid_softmax=None, engine="tf",
-                            engine_dir=None,
-                            prefix_cache_bytes=0) -> GenerativeRecallModel:
+                            engine_dir=None, prefix_cache_bytes=0,
+                            item_vocabulary_path=None
+                            ) -> GenerativeRecallModel:
   """The recall model: Qwen2 checkpoint + item table + scene.
 
   engine: the generator (tf_genrec/generation/generator.py): "tf" the
@@ -32,6 +37,9 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
   the checkpoint was trained with (generation_config.json).
   prefix_cache_bytes: the cpu engine's prefix K/V cache across requests
   (0: off), kept with the engine's settings in the SavedModel.
+  item_vocabulary_path: the catalogue's item ids, line n = item id n
+  (tables/item_vocabulary.py): the serving signature takes and returns
+  them; the item table's ids must be line numbers of it.
   """
   if engine not in ENGINES:
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -84,5 +92,15 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                                     config.retrieval.max_beam_width,
                                     compute_dtype=generator_dtype,
                                     sid_softmax=sid_softmax)
+  vocabulary = None
+  if item_vocabulary_path:
+    size = len(read_item_vocabulary(item_vocabulary_path))
+    if not np.all((table_data.item_ids >= 0) & (table_data.item_ids < size)):
+      raise ValueError(f"{item_table_path}: item ids must be lines of the "
+                       f"item vocabulary {item_vocabulary_path}, in [0, "
+                       f"{size}); got {table_data.item_ids.min()}.."
+                       f"{table_data.item_ids.max()}")
+    vocabulary = ItemVocabulary(item_vocabulary_path)
   item_table = ItemTable(item_table_path, t.num_levels, t.codebook_size)
-  return GenerativeRecallModel(config, item_table, generator)
+  return GenerativeRecallModel(config, item_table, generator,
+                               item_vocabulary=vocabulary)

@@ -21,6 +21,7 @@ from tf_genrec.generation.generation_config import (SID_SOFTMAXES,
 from tf_genrec.generation.generator import ENGINES
 from tf_genrec.options import OptionsError, option, refused_as
 from tf_genrec.tables.item_table import read_item_table
+from tf_genrec.tables.item_vocabulary import read_item_vocabulary
 
 # For checkpoints that recorded no prompt (generation_config.py).
 _PROMPT_DEFAULTS = {"scene": "ad_recall", "codebook_size": 256,
@@ -42,6 +43,10 @@ class ExportOptions:
   item_table: Optional[str] = option(
       None, "item_table.tsv (item -> codes); not used by HSTU scenes (model "
       "row r is item id r).")
+  item_vocabulary: Optional[str] = option(
+      None, "The catalogue's item ids, line n = item id n (tf-genrec "
+      "convert --to=item_vocabulary): serving_default then takes and "
+      "returns them (string or int64) instead of the item table's ids.")
   version: int = option(1, "Model version (positive integer).")
   model_name: str = option("tf_genrec", "Name in the warmup requests.")
   codebook_size: Optional[int] = option(
@@ -113,12 +118,15 @@ def graph_config(options: ExportOptions, spec):
 
 
 def warmup_inputs(config, item_ids):
-  """One small realistic request per scene, replayed at model load."""
-  history = np.asarray(item_ids[:5], np.int64)[np.newaxis]
+  """One small realistic request per scene, replayed at model load.
+
+  item_ids: ids the signature takes (int64, or str with a vocabulary).
+  """
+  history = np.asarray(item_ids[:5])[np.newaxis]
   inputs = {
       "item_ids": history,
       "timestamps": np.arange(1, history.shape[1] + 1, dtype=np.int64)[None],
-      "action_types": np.zeros_like(history, np.int32),
+      "action_types": np.zeros(history.shape, np.int32),
       "lengths": np.array([history.shape[1]], np.int32),
       "request_time": np.array([history.shape[1] + 1], np.int64),
   }
@@ -150,13 +158,21 @@ def export_recall_model(options: ExportOptions) -> str:
   if spec["graph"] == "ad_recall_multi" and not o.branches:
     raise OptionsError("graph=ad_recall_multi needs branches (a branches "
                        "file), got none")
-  model = build_generative_recall(config, o.checkpoint_dir, o.item_table,
-                                  o.generator_dtype, o.sid_softmax, o.engine,
-                                  o.engine_dir, o.prefix_cache_bytes)
+  if spec["graph"] == "ad_recall_multi" and o.item_vocabulary:
+    raise OptionsError("item_vocabulary applies to the generative scenes, "
+                       "not graph=ad_recall_multi (its branches take the "
+                       "item table's ids)")
+  model = build_generative_recall(
+      config, o.checkpoint_dir, o.item_table, o.generator_dtype,
+      o.sid_softmax, o.engine, o.engine_dir, o.prefix_cache_bytes,
+      o.item_vocabulary)
+  signature_ids = table.item_ids
+  if o.item_vocabulary:
+    signature_ids = read_item_vocabulary(o.item_vocabulary)[table.item_ids]
   if spec["graph"] == "ad_recall_multi":
     model = graphs.get(spec["graph"]).build(config, o.branches, model)
   path = export_saved_model(model, o.export_base_path, o.version,
-                            warmup_inputs(config, table.item_ids),
+                            warmup_inputs(config, signature_ids),
                             o.model_name)
   logging.info("signature serving_default of %s", path)
   return path

@@ -29,10 +29,15 @@ REQUEST_OPTION_SPECS = (
 class GenerativeRecallModel(tf.Module):
 
   def __init__(self, config: RecallGraphConfig, item_table, generator,
-               behavior=None, encoder=None, prompt=None, retriever=None):
+               behavior=None, encoder=None, prompt=None, retriever=None,
+               item_vocabulary=None):
+    """item_vocabulary: an ItemVocabulary, for a serving signature that
+    takes and returns the catalogue's own item ids (recall() keeps the
+    model's ids)."""
     super().__init__(name=config.name)
     self._config = config
     self.item_table = item_table
+    self.item_vocabulary = item_vocabulary
     self.behavior = behavior or BehaviorFeatures(config.behavior)
     self.encoder = encoder or SemanticIdEncoder(item_table,
                                                 config.behavior.missing_items)
@@ -117,6 +122,14 @@ class GenerativeRecallModel(tf.Module):
     with tf.control_dependencies(checks):
       return tf.identity(value)
 
+  def _serve(self, item_ids, *args, **kwargs):
+    """recall() behind the signature: with a vocabulary, its ids in and out."""
+    vocabulary = self.item_vocabulary
+    if vocabulary is None:
+      return self.recall(item_ids, *args, **kwargs)
+    out = self.recall(vocabulary.to_dense(item_ids), *args, **kwargs)
+    return dict(out, item_ids=vocabulary.to_external(out["item_ids"]))
+
   def serving_function(self):
     """The `serving_default` tf.function (TF Serving predict method).
 
@@ -126,6 +139,9 @@ class GenerativeRecallModel(tf.Module):
     """
     c, r = self._config, self._config.retrieval
     core, options = list(BEHAVIOR_INPUT_SPECS), list(REQUEST_OPTION_SPECS)
+    if self.item_vocabulary is not None:
+      core[0] = tf.TensorSpec([None, None], self.item_vocabulary.dtype,
+                              "item_ids")
     default_w = tf.constant([r.default_beam_width], tf.int32)
     default_n = tf.constant([r.default_top_n], tf.int32)
     if c.context_input:
@@ -136,7 +152,7 @@ class GenerativeRecallModel(tf.Module):
       def serve(item_ids, timestamps, action_types, lengths, request_time,
                 context_ids, context_lengths, beam_width=default_w,
                 top_n=default_n):
-        return self.recall(item_ids, timestamps, action_types, lengths,
+        return self._serve(item_ids, timestamps, action_types, lengths,
                            request_time, context_ids, context_lengths,
                            beam_width, top_n)
     else:
@@ -144,7 +160,7 @@ class GenerativeRecallModel(tf.Module):
       @tf.function(input_signature=core + options)
       def serve(item_ids, timestamps, action_types, lengths, request_time,
                 beam_width=default_w, top_n=default_n):
-        return self.recall(item_ids, timestamps, action_types, lengths,
+        return self._serve(item_ids, timestamps, action_types, lengths,
                            request_time, beam_width=beam_width, top_n=top_n)
 
     return serve

@@ -22,6 +22,7 @@ import numpy as np
 
 from tf_genrec.data.dataset import MIN_HISTORY, Dataset, ItemInfo
 from tf_genrec.data.events import load_event_dataset
+from tf_genrec.data.ragged import Ragged
 from tf_genrec.data.spec import parse_data_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,17 +91,16 @@ def _load_bundled(root: Path) -> Dataset:
                     categories=r.get("categories") or "")
            for r in _load_json_list(item_file(root), "item")]
   inter_path = root / (name + INTER_SUFFIX)
-  histories = [np.asarray(h, np.int64)
-               for h in _load_json_list(inter_path, "user")]
-  for user, h in enumerate(histories):
-    if h.size and (h.min() < 0 or h.max() >= len(items)):
-      raise ValueError(f"{inter_path}: user {user} has an item id "
-                       f"outside [0, {len(items)})")
+  histories = Ragged.from_rows(_load_json_list(inter_path, "user"))
+  outside = (histories.values < 0) | (histories.values >= len(items))
+  if outside.any():
+    user = int(np.searchsorted(histories.ends, np.argmax(outside), "right"))
+    raise ValueError(f"{inter_path}: user {user} has an item id "
+                     f"outside [0, {len(items)})")
   timestamps = None
   time_path = root / (name + TIMESTAMPS_SUFFIX)
   if time_path.exists():
-    timestamps = [np.asarray(t, np.int64)
-                  for t in _load_json_list(time_path, "user")]
+    timestamps = Ragged.from_rows(_load_json_list(time_path, "user"))
     if len(timestamps) != len(histories):
       raise ValueError(f"{time_path}: {len(timestamps)} users, "
                        f"{inter_path.name} has {len(histories)}")
@@ -119,21 +119,18 @@ class LeaveOneOutSplit:
 
   Validation inputs are the training history; test inputs are the training
   history plus the validation item (what the user had seen before the test
-  item).
+  item), h[:-1]. Both are views of the histories (data/ragged.py).
   """
-  train: list  # per user: int64 array h[:-2]
+  train: Ragged  # per user: int64 h[:-2]
+  test_inputs: Ragged  # per user: int64 h[:-1]
   valid_targets: np.ndarray  # [num_users] int64
   test_targets: np.ndarray  # [num_users] int64
 
   @property
-  def valid_inputs(self) -> list:
+  def valid_inputs(self) -> Ragged:
     return self.train
 
-  @property
-  def test_inputs(self) -> list:
-    return [np.append(h, v) for h, v in zip(self.train, self.valid_targets)]
-
-  def fit_histories(self, refit: bool = False) -> list:
+  def fit_histories(self, refit: bool = False) -> Ragged:
     """What a model may train on: h[:-2], or with refit h[:-1].
 
     refit is for the final test-time model: hyper-parameters are chosen on
@@ -144,7 +141,7 @@ class LeaveOneOutSplit:
     return self.test_inputs if refit else self.train
 
   def inputs_and_targets(self, split: str):
-    """("valid" | "test") -> (list of input histories, [num_users] targets)."""
+    """("valid" | "test") -> (input histories, [num_users] targets)."""
     if split == "valid":
       return self.valid_inputs, self.valid_targets
     if split == "test":
@@ -153,19 +150,20 @@ class LeaveOneOutSplit:
 
 
 def leave_one_out(histories) -> LeaveOneOutSplit:
-  for user, h in enumerate(histories):
-    if len(h) < MIN_HISTORY:
-      raise ValueError(f"history of user {user} has {len(h)} items; "
-                       f"leave-one-out needs >= {MIN_HISTORY}")
+  histories = Ragged.from_rows(histories)
+  short = np.flatnonzero(histories.lengths < MIN_HISTORY)
+  if short.size:
+    raise ValueError(f"history of user {short[0]} has "
+                     f"{histories.lengths[short[0]]} items; "
+                     f"leave-one-out needs >= {MIN_HISTORY}")
   return LeaveOneOutSplit(
-      train=[np.asarray(h[:-2], np.int64) for h in histories],
-      valid_targets=np.array([h[-2] for h in histories], np.int64),
-      test_targets=np.array([h[-1] for h in histories], np.int64))
+      train=histories.shortened(2), test_inputs=histories.shortened(1),
+      valid_targets=histories.last(2), test_targets=histories.last(1))
 
 
 def item_popularity(histories, num_items: int) -> np.ndarray:
   """[num_items] float32 interaction counts (pass the training split only)."""
-  counts = np.zeros(num_items, np.float32)
-  if histories:
-    np.add.at(counts, np.concatenate(histories).astype(np.int64), 1.0)
-  return counts
+  counts = np.zeros(num_items, np.int64)
+  for block in Ragged.from_rows(histories).blocks():
+    counts += np.bincount(block, minlength=num_items)
+  return counts.astype(np.float32)

@@ -3,10 +3,15 @@
 Item ids are dense, 0..num_items-1 in catalogue order: the ids the models,
 the item table and the served model use. `item_external_ids` keeps the ids
 the source files used (tf_genrec/data/events.py), to map back at the output.
+Histories and timestamps are `Ragged` (one flat array, data/ragged.py)
+whatever they are given as, so memory per event is the same for every
+source and no Python object is kept per user.
 """
 import dataclasses
 
 import numpy as np
+
+from tf_genrec.data.ragged import Ragged
 
 # Leave-one-out needs a target for test, one for validation and >= 1 input item.
 MIN_HISTORY = 3
@@ -30,14 +35,20 @@ class ItemInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  histories: list  # [user id] -> int64 item ids, oldest first
+  histories: Ragged  # [user id] -> int64 item ids, oldest first
   items: list  # per item id: ItemInfo
   name: str = ""  # the files' <Name>
   # [user id] -> int64 unix seconds parallel to histories, or None.
-  timestamps: list = None
+  timestamps: Ragged = None
   # [num_items] external item ids (int64 or str) of dense ids 0.., or None
   # when the files already used the dense ids.
   item_external_ids: np.ndarray = None
+
+  def __post_init__(self):
+    object.__setattr__(self, "histories", Ragged.from_rows(self.histories))
+    if self.timestamps is not None:
+      object.__setattr__(self, "timestamps",
+                         Ragged.from_rows(self.timestamps))
 
   def external_item_ids(self, item_ids) -> np.ndarray:
     """Dense ids (any shape; -1 = empty slot) -> the source files' ids.
@@ -61,4 +72,4 @@ class Dataset:
 
   @property
   def num_interactions(self) -> int:
-    return sum(len(h) for h in self.histories)
+    return int(self.histories.lengths.sum())

@@ -10,7 +10,8 @@ inside the tf.data pipeline; the catalogue's own ids stay in
 `Dataset.item_external_ids`. Users are numbered in order of first appearance.
 The log is read in batches of `BATCH_SIZE` events, so the reader holds one
 batch of raw rows at a time; what it keeps per event is three numbers (user,
-item, time: 16 bytes), sorted per user at the end. Events of items missing
+item, time: 16 bytes), sorted per user at the end into one flat array of
+items and one of times (data/ragged.py), 16 bytes per event. Events of items missing
 from the catalogue and users with fewer than MIN_HISTORY events are dropped
 (and counted in the log).
 """
@@ -25,9 +26,10 @@ from absl import logging
 from tqdm import tqdm
 
 from tf_genrec.data.dataset import MIN_HISTORY, Dataset, ItemInfo
+from tf_genrec.data.ragged import Ragged
 from tf_genrec.data.spec import EVENT_FIELDS, DataSpec
 
-BATCH_SIZE = 65536
+BATCH_SIZE = 8192
 TEXT_FIELDS = ("title", "description", "brand", "categories")
 _CATEGORY_ALIAS = "category"
 
@@ -224,17 +226,43 @@ def _action_filter(actions: list, dtype: tf.DType):
 
 
 class _UserIndex:
-  """External user id -> dense id in order of first appearance."""
+  """External user id -> dense id in order of first appearance.
+
+  Sorted arrays of (id, dense id), not a dict: 12 bytes per int64 user
+  where a dict holds ~130 bytes of Python objects, which also fragment the
+  heap. New users form a small sorted run; runs are merged while the last is
+  at least half the one before, so there are O(log users) runs to search
+  and each user is merged O(log users) times.
+  """
 
   def __init__(self):
-    self._ids = {}
+    self._runs = []  # (sorted ids, their dense ids), longest first
+    self._count = 0
 
   def __call__(self, users: np.ndarray) -> np.ndarray:
+    if users.dtype == object:  # tf.string: fixed-width bytes sort in C
+      users = users.astype(bytes)
     unique, first, inverse = np.unique(users, return_index=True,
                                        return_inverse=True)
-    dense = np.empty(len(unique), np.int64)
-    for u in np.argsort(first, kind="stable"):
-      dense[u] = self._ids.setdefault(unique[u], len(self._ids))
+    dense = np.full(len(unique), -1, np.int64)
+    for ids, dense_ids in self._runs:
+      at = np.searchsorted(ids, unique).clip(max=len(ids) - 1)
+      found = ids[at] == unique
+      dense[found] = dense_ids[at[found]]
+    new = dense < 0
+    order = np.flatnonzero(new)
+    order = order[np.argsort(first[order], kind="stable")]
+    dense[order] = self._count + np.arange(len(order))
+    self._count += len(order)
+    if order.size:
+      self._runs.append((unique[new], dense[new].astype(np.int32)))
+    while (len(self._runs) > 1
+           and 2 * len(self._runs[-1][0]) >= len(self._runs[-2][0])):
+      (ids_a, dense_a), (ids_b, dense_b) = self._runs.pop(), self._runs.pop()
+      ids = np.concatenate([ids_b, ids_a])
+      merged = np.argsort(ids, kind="stable")
+      self._runs.append((ids[merged],
+                         np.concatenate([dense_b, dense_a])[merged]))
     return dense[inverse.reshape(-1)]
 
 
@@ -267,8 +295,10 @@ def read_events(spec: DataSpec, item_ids: np.ndarray):
   users, items, times = [], [], []
   dropped = 0
   progress = tqdm(desc="events", unit="event", unit_scale=True)
+  # One batch read ahead: an autotuned buffer grows while this loop lags
+  # (a busy machine), and then holds a share of the log.
   for batch in (reader.batches().map(dense)
-                .prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
+                .prefetch(1).as_numpy_iterator()):
     progress.update(len(batch["item"]))
     known = batch["item"] >= 0
     dropped += int(np.count_nonzero(~known))
@@ -284,6 +314,14 @@ def read_events(spec: DataSpec, item_ids: np.ndarray):
   return (*columns, dropped)
 
 
+def _gather(column: np.ndarray, order: np.ndarray, dtype) -> np.ndarray:
+  """column[order] as `dtype`, without a temporary as long as the column."""
+  out = np.empty(len(order), dtype)
+  for start in range(0, len(order), BATCH_SIZE):
+    out[start:start + BATCH_SIZE] = column[order[start:start + BATCH_SIZE]]
+  return out
+
+
 def load_event_dataset(spec: DataSpec) -> Dataset:
   """Reads the catalogue and streams the log into per-user histories."""
   external, items = read_catalogue(spec)
@@ -291,30 +329,26 @@ def load_event_dataset(spec: DataSpec) -> Dataset:
   if dropped:
     logging.warning("%s: dropped %d events of items not in the catalogue %s",
                     spec.events, dropped, spec.items)
-  # Stable: events with equal timestamps keep their order in the log. One
-  # column at a time, so at most one extra column is alive.
-  order = np.lexsort((times, users))
-  users = users[order]
-  item_col = item_col[order].astype(np.int64)
-  times = times[order]
-  del order
   counts = np.bincount(users) if users.size else np.zeros(0, np.int64)
   short = counts < MIN_HISTORY
+  # Stable: events with equal timestamps keep their order in the log.
+  order = np.lexsort((times, users))
   if short.any():
     logging.warning("%s: dropped %d users with fewer than %d events",
                     spec.events, int(short.sum()), MIN_HISTORY)
-    kept = ~short[users]
-    item_col, times = item_col[kept], times[kept]
-    counts = counts[~short]
+    order = order[~short[users[order]]]
   del users
+  # One column at a time, so at most one extra column is alive.
+  item_col = _gather(item_col, order, np.int64)
+  times = _gather(times, order, np.int64)
+  del order
+  counts = counts[~short]
   if not counts.size:
     raise ValueError(f"{spec.events}: no user has {MIN_HISTORY} events of "
                      f"items in the catalogue {spec.items}")
-  splits = np.cumsum(counts)[:-1]
-  # One array each; every history is a view into it.
-  histories = np.split(item_col, splits)
-  timestamps = np.split(times, splits)
+  histories = Ragged.from_lengths(item_col, counts)
   logging.info("%s: %d users, %d items, %d events", spec.events,
-               len(histories), len(items), int(counts.sum()))
+               len(histories), len(items), len(item_col))
   return Dataset(histories=histories, items=items, name=spec.name,
-                 timestamps=timestamps, item_external_ids=external)
+                 timestamps=Ragged(times, histories.starts, histories.ends),
+                 item_external_ids=external)

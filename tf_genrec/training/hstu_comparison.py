@@ -68,16 +68,18 @@ class HSTUComparisonOptions:
       "dir) on the test split.")
   beam_width: int = option(256, "Beam width of the generative model.")
 
+  def _shared_fields(self, config):
+    """This options' values of the fields it shares with config."""
+    names = {f.name for f in dataclasses.fields(self)}
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(config)
+            if f.name in names}
+
   def hstu_config(self) -> HSTUConfig:
-    return dataclasses.replace(_MODEL, **{
-        f.name: getattr(self, f.name) for f in dataclasses.fields(_MODEL)
-        if f.name in {g.name for g in dataclasses.fields(self)}})
+    return dataclasses.replace(_MODEL, **self._shared_fields(_MODEL))
 
   def train_config(self, alpha: float) -> HSTUTrainConfig:
-    fields = {f.name for f in dataclasses.fields(self)}
-    return dataclasses.replace(_TRAIN, stochastic_length_alpha=alpha, **{
-        f.name: getattr(self, f.name) for f in dataclasses.fields(_TRAIN)
-        if f.name in fields})
+    return dataclasses.replace(_TRAIN, **{
+        **self._shared_fields(_TRAIN), "stochastic_length_alpha": alpha})
 
   def alphas(self) -> list:
     try:

@@ -10,6 +10,11 @@ or the epochs given). Writes a Hugging Face Qwen2 checkpoint (config.json +
 model.safetensors + generation_config.json with the prompt it learned) to
 <output_dir>/hf and returns the report also written to
 <output_dir>/train_report.json. Re-running with the same output_dir resumes.
+
+With TF_CONFIG naming several workers (training/distribute.py), every worker
+runs this with the same options and a shared output_dir: batch_size is the
+global batch, split across them; only the chief writes checkpoints, the HF
+checkpoint and the report. A checkpoint resumes under any worker count.
 """
 import dataclasses
 import json
@@ -30,6 +35,7 @@ from tf_genrec.models.qwen2.modeling import Qwen2ForCausalLM
 from tf_genrec.models.sasrec.model import load_sasrec
 from tf_genrec.options import OptionsError, option, refused_as
 from tf_genrec.tables.item_table import read_item_table
+from tf_genrec.training import distribute
 from tf_genrec.training.augment import drop_items
 from tf_genrec.training.examples import build_sequences
 from tf_genrec.training.optimizer import OptimizerConfig
@@ -84,6 +90,8 @@ class TrainOptions(Recipe):
       "length.")
   max_users: int = option(0, "Use only the first N users (0: all).")
   seed: int = option(0, "Initialisation and shuffling seed.")
+  log_every: int = option(TrainConfig.log_every, "Steps between training "
+                          "loss logs (the report's loss_curve points).")
 
   @classmethod
   def from_preset(cls, preset="recall_default", **overrides):
@@ -116,6 +124,12 @@ def train_generator(options: TrainOptions) -> dict:
   if not o.item_table or not o.output_dir:
     raise OptionsError("item_table and output_dir are required, got "
                        f"{o.item_table!r} and {o.output_dir!r}")
+  if o.log_every < 1:
+    raise OptionsError(f"log_every must be >= 1, got {o.log_every}")
+  # First: a multi-worker strategy must start before any TensorFlow op.
+  with refused_as("TF_CONFIG"):
+    strategy = distribute.strategy_from_env()
+  chief = distribute.is_chief(strategy)
   with refused_as("item_table/codebook_size"):
     table = read_item_table(o.item_table, o.codebook_size)
   codebook_size = table.codebook_size or _DEFAULT_CODEBOOK_SIZE
@@ -128,7 +142,8 @@ def train_generator(options: TrainOptions) -> dict:
   dataset = load_dataset(o.data_dir)
   histories = dataset.histories[:o.max_users or None]
   split = leave_one_out(histories)
-  fit_histories = [h for h in split.fit_histories(o.refit) if len(h)]
+  fit_histories = split.fit_histories(o.refit)
+  fit_histories = fit_histories.select(fit_histories.lengths > 0)
 
   def epoch_sequences(step):
     rng = np.random.default_rng([o.seed, step])
@@ -138,20 +153,21 @@ def train_generator(options: TrainOptions) -> dict:
   # Without augmentation every epoch sees the same sequences: build them once.
   train = (epoch_sequences if o.item_drop_rate else build_sequences(
       fit_histories, item_codes, template, o.max_history))
+  # A validation sequence is the validation inputs + their target: h[:-1].
   valid = [] if o.refit else build_sequences(
-      [list(h) + [t] for h, t in zip(split.valid_inputs, split.valid_targets)],
-      item_codes, template, o.max_history)
+      split.test_inputs, item_codes, template, o.max_history)
   logging.info("%d training / %d validation sequences", len(fit_histories),
                len(valid))
 
-  model = Qwen2ForCausalLM(Qwen2Config(
-      vocab_size=template.vocab_size, hidden_size=o.hidden_size,
-      intermediate_size=o.intermediate_size,
-      num_hidden_layers=o.num_hidden_layers,
-      num_attention_heads=o.num_attention_heads,
-      num_key_value_heads=o.num_key_value_heads,
-      max_position_embeddings=max(1024, template.max_prompt_len + 16),
-      tie_word_embeddings=True), seed=o.seed)
+  with strategy.scope():
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=template.vocab_size, hidden_size=o.hidden_size,
+        intermediate_size=o.intermediate_size,
+        num_hidden_layers=o.num_hidden_layers,
+        num_attention_heads=o.num_attention_heads,
+        num_key_value_heads=o.num_key_value_heads,
+        max_position_embeddings=max(1024, template.max_prompt_len + 16),
+        tie_word_embeddings=True), seed=o.seed)
   steps_per_epoch = math.ceil(len(fit_histories) / o.batch_size)
   total_steps = o.steps or o.epochs * steps_per_epoch
   eval_every = 0 if o.refit else round(o.eval_every_epochs * steps_per_epoch)
@@ -162,7 +178,7 @@ def train_generator(options: TrainOptions) -> dict:
       sid_softmax=o.sid_softmax, item_loss_weight=o.item_loss_weight,
       distill_weight=o.distill_weight,
       distill_temperature=o.distill_temperature,
-      eval_every=eval_every, patience=o.patience,
+      eval_every=eval_every, patience=o.patience, log_every=o.log_every,
       optimizer=OptimizerConfig(learning_rate=o.learning_rate,
                                 weight_decay=o.weight_decay,
                                 warmup_steps=o.warmup_steps,
@@ -173,7 +189,7 @@ def train_generator(options: TrainOptions) -> dict:
   needs_items = o.item_loss_weight > 0 or o.distill_weight > 0
   trainer = Trainer(model, template, config, o.output_dir, trie,
                     codes_by_item_id(table, dataset.num_items)
-                    if needs_items else None, teacher)
+                    if needs_items else None, teacher, strategy)
   validator = BeamRecallValidator(
       split.valid_inputs, split.valid_targets, table, template,
       o.max_history, o.sid_softmax,
@@ -184,17 +200,20 @@ def train_generator(options: TrainOptions) -> dict:
   valid_loss = trainer.evaluate_loss(valid) if valid else None
   hf_dir = os.path.join(o.output_dir, "hf")
   best = trainer.best_state() if validator else None
-  if best:  # The best validated model is the result, not the last one.
-    shutil.rmtree(hf_dir, ignore_errors=True)
-    shutil.copytree(trainer.best_dir, hf_dir)
-  else:
-    trainer.save_hf(hf_dir)
-  save_prompt_spec(hf_dir, o.graph, table.num_levels, codebook_size,
-                   o.max_history)
+  if chief:
+    if best:  # The best validated model is the result, not the last one.
+      shutil.rmtree(hf_dir, ignore_errors=True)
+      shutil.copytree(trainer.best_dir, hf_dir)
+    else:
+      trainer.save_hf(hf_dir)
+    save_prompt_spec(hf_dir, o.graph, table.num_levels, codebook_size,
+                     o.max_history)
   report = {"preset": o.preset, "recipe_in_effect": o.recipe(),
             "train_loss": train_loss, "valid_loss": valid_loss,
             "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-            "steps_run": int(trainer.optimizer.step),
+            "steps_run": trainer.step,
+            "loss_curve": trainer.loss_curve,
+            "replicas": strategy.num_replicas_in_sync,
             "best_validation": best,
             "checkpoint_dir": hf_dir, "train_sequences": len(fit_histories),
             "refit": o.refit, "sid_softmax": o.sid_softmax,
@@ -203,6 +222,7 @@ def train_generator(options: TrainOptions) -> dict:
             "teacher_dir": o.teacher_dir,
             "distill_weight": o.distill_weight,
             "distill_temperature": o.distill_temperature}
-  with open(os.path.join(o.output_dir, "train_report.json"), "w") as f:
-    json.dump(report, f, indent=1)
+  if chief:
+    with open(os.path.join(o.output_dir, "train_report.json"), "w") as f:
+      json.dump(report, f, indent=1)
   return report

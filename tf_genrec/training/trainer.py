@@ -1,4 +1,9 @@
-"""Trains a Qwen2 generator on semantic-ID sequences; resumable."""
+"""Trains a Qwen2 generator on semantic-ID sequences; resumable.
+
+One code path for one process or several workers (distribute.py): each step
+runs under the Trainer's tf.distribute strategy, every replica on its slice
+of the global batch.
+"""
 import dataclasses
 import json
 import os
@@ -12,6 +17,7 @@ from tf_genrec.core.prompt import PromptTemplate
 from tf_genrec.generation.generation_config import (check_sid_softmax,
                                                     save_sid_softmax)
 from tf_genrec.models.qwen2.checkpoint import save_hf_checkpoint
+from tf_genrec.training import distribute
 from tf_genrec.training.distill import DistillTargets
 from tf_genrec.training.examples import pad_batch
 from tf_genrec.training.item_loss import ItemTargets, item_embedding_table
@@ -99,10 +105,26 @@ def sid_loss(model, template: PromptTemplate, hidden, input_ids, mask,
 
 
 class Trainer:
-  """Owns the training state; `fit` resumes from the latest checkpoint."""
+  """Owns the training state; `fit` resumes from the latest checkpoint.
+
+  strategy: the tf.distribute strategy to train under (default: the current
+  one; distribute.strategy_from_env picks it from TF_CONFIG), whose scope
+  the model must have been built in. config.batch_size is the global batch.
+  A checkpoint holds one copy of every variable, so it resumes under any
+  number of workers.
+  """
 
   def __init__(self, model, template: PromptTemplate, config: TrainConfig,
-               work_dir, trie=None, item_codes=None, teacher=None):
+               work_dir, trie=None, item_codes=None, teacher=None,
+               strategy=None):
+    self.strategy = strategy or tf.distribute.get_strategy()
+    if not all(self.strategy.extended.variable_created_in_scope(v)
+               for v in model.trainable_variables):
+      raise ValueError("build the model under the Trainer's strategy.scope()")
+    if config.batch_size < self.strategy.num_replicas_in_sync:
+      raise ValueError(f"batch_size {config.batch_size} (the global batch) "
+                       f"must be >= the {self.strategy.num_replicas_in_sync} "
+                       "replicas")
     self.model = model
     self.template = template
     self.config = config
@@ -133,22 +155,27 @@ class Trainer:
     if distill:
       self._terms.append(Distillation(config.distill_weight,
                                       self.teacher_targets))
-    self._item_embeddings = None  # the item loss's own table
-    if config.item_loss_weight > 0:
-      self._item_embeddings = item_embedding_table(
-          len(item_codes), model.config.hidden_size, config.seed)
-      self._variables.append(self._item_embeddings)
-      extra["item_embeddings"] = self._item_embeddings
-      self._terms.append(ItemLoss(config.item_loss_weight,
-                                  self._item_embeddings))
-    self.optimizer = AdamW(config.optimizer, self._variables)
+    with self.strategy.scope():
+      self._item_embeddings = None  # the item loss's own table
+      if config.item_loss_weight > 0:
+        self._item_embeddings = item_embedding_table(
+            len(item_codes), model.config.hidden_size, config.seed)
+        self._variables.append(self._item_embeddings)
+        extra["item_embeddings"] = self._item_embeddings
+        self._terms.append(ItemLoss(config.item_loss_weight,
+                                    self._item_embeddings))
+      self.optimizer = AdamW(config.optimizer, self._variables)
     self._ckpt = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
                                      **extra)
+    # Every worker restores the chief's checkpoints (a shared work_dir).
     self._manager = tf.train.CheckpointManager(
         self._ckpt, os.path.join(work_dir, "checkpoints"), max_to_keep=2)
+    self._chief = distribute.is_chief(self.strategy)
+    self._state = None  # the last validation's (best_state)
     spec = tf.TensorSpec([None, None], tf.int32)
     # Batches differ in shape: trace once for any shape, not per shape.
-    self._train_step = tf.function(self._step, reduce_retracing=True)
+    self._train_step = tf.function(self._distributed_step,
+                                   reduce_retracing=True)
     self._eval_loss = tf.function(
         lambda ids, mask, rows: sid_loss(
             self.model, self.template, self.model.model(ids, mask), ids, mask,
@@ -156,8 +183,14 @@ class Trainer:
         input_signature=[spec] * 3)
 
   def _batch(self, sequences):
-    """input_ids, mask and trie bias rows (zeros without a trie) [B, S]."""
-    ids, mask = pad_batch(sequences, self.template.pad_token_id)
+    """input_ids, mask and trie bias rows (zeros without a trie) [B, S].
+
+    No sequences (a replica's share of a global batch smaller than the
+    replica count) gives one row of padding, which has no target."""
+    pad = self.template.pad_token_id
+    ids, mask = pad_batch(sequences or [np.array([pad], np.int32)], pad)
+    if not sequences:
+      mask[:] = 0
     rows = (self._trie_targets.rows(ids) if self._trie_targets is not None
             else np.zeros_like(ids))
     return ids, mask, rows
@@ -187,9 +220,34 @@ class Trainer:
         tf.gather_nd(batch["sid_rows"][:, 1:], positions),
         sid // self.template.codebook_size)
 
+  def _distribute(self, sequences, rows):
+    """The global batch of sequences[rows], each replica's slice as its
+    _train_batch (under one replica: the whole batch)."""
+    def replica_batch(ctx):
+      batch = self._train_batch(
+          [sequences[i] for i in distribute.replica_rows(rows, ctx)])
+      return tf.nest.map_structure(tf.convert_to_tensor, batch)
+
+    return self.strategy.experimental_distribute_values_from_function(
+        replica_batch)
+
+  def _distributed_step(self, batch):
+    """_step on every replica; its (identical) results from this worker's."""
+    results = self.strategy.run(self._step, args=(batch,))
+    return tf.nest.map_structure(
+        lambda x: self.strategy.experimental_local_results(x)[0], results)
+
   def _step(self, batch):
-    """One update; returns the SID loss, the auxiliary losses, lr, grad norm."""
+    """One update; returns the SID loss, the auxiliary losses, lr, grad norm.
+
+    Each objective is a mean over the global batch's SID targets: a replica
+    weighs its own means by its share of the targets (each term averages
+    over these targets, or over their items, L targets each) and the
+    gradients and logged losses are summed over the replicas. Under one
+    replica the share is exactly 1: the numbers of a plain step.
+    """
     ids, mask = batch["input_ids"], batch["mask"]
+    replica = tf.distribute.get_replica_context()
     aux = {}
     with tf.GradientTape() as tape:
       hidden = self.model.model(ids, mask, self.config.dropout)
@@ -198,12 +256,20 @@ class Trainer:
           trie_bias=self._trie_bias(batch["trie_rows"]))
       sid_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
           sid % self.template.codebook_size, logits)
-      loss = total = tf.reduce_mean(sid_ce)
+      targets = tf.cast(tf.size(sid_ce), tf.float32)
+      share = targets / replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                                           targets)
+      # multiply_no_nan: a replica without targets adds 0, not mean([]) = NaN.
+      weigh = lambda value: tf.math.multiply_no_nan(value, share)
+      loss = total = weigh(tf.reduce_mean(sid_ce))
       tensors = StepTensors(batch, hidden, positions, sid, logits, sid_ce)
       for term in self._terms:
-        added, aux[term.name] = term(tensors)
-        total += added
-    grads = tape.gradient(total, self._variables)
+        added, logged = term(tensors)
+        total += weigh(added)
+        aux[term.name] = weigh(logged)
+    grads = replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                               tape.gradient(total, self._variables))
+    loss, aux = replica.all_reduce(tf.distribute.ReduceOp.SUM, (loss, aux))
     lr, grad_norm = self.optimizer.apply(grads, self._variables)
     return loss, aux, lr, grad_norm
 
@@ -215,6 +281,11 @@ class Trainer:
     return float(np.mean(losses))
 
   @property
+  def step(self) -> int:
+    """Optimizer steps taken (.numpy(): a MirroredVariable has no int())."""
+    return int(self.optimizer.step.numpy())
+
+  @property
   def best_dir(self):
     """HF checkpoint of the best validation so far (fit with a validator)."""
     return os.path.join(self.work_dir, "best")
@@ -223,29 +294,37 @@ class Trainer:
     return os.path.join(self.work_dir, "best.json")
 
   def best_state(self):
-    """{"step", "metrics", "score", "waited", "stopped", "history"} or None."""
+    """{"step", "metrics", "score", "waited", "stopped", "history"} or None:
+    this process's last validation, else the chief's file."""
+    if self._state is not None:
+      return self._state
     if not os.path.exists(self._best_state_path()):
       return None
     with open(self._best_state_path()) as f:
       return json.load(f)
 
   def _validate(self, validator, metric, step, state):
-    """Scores the model; keeps it in best_dir if it beats state's best."""
-    metrics = validator(self.model)
+    """Scores the model; keeps it in best_dir if it beats state's best.
+
+    Every worker validates (they must agree on stopping); the chief writes."""
+    metrics = distribute.chief_values(self.strategy, validator(self.model))
     state = dict(state or {"score": None, "waited": 0, "history": []})
     state["history"] = state["history"] + [{"step": step, **metrics}]
     score = metrics[metric]
     if state["score"] is None or score > state["score"]:
-      self.save_hf(self.best_dir)
+      if self._chief:
+        self.save_hf(self.best_dir)
       state.update(step=step, metrics=metrics, score=score, waited=0)
     else:
       state["waited"] += 1
     patience = self.config.patience
     state["stopped"] = bool(patience and state["waited"] >= patience)
     # The optimizer state goes with best.json, so a resume continues both.
-    self._manager.save(checkpoint_number=step)
-    with open(self._best_state_path(), "w") as f:
-      json.dump(state, f, indent=1)
+    self._save(step)
+    if self._chief:
+      with open(self._best_state_path(), "w") as f:
+        json.dump(state, f, indent=1)
+    self._state = state
     logging.info("step %d validation %s (best %.4f at step %d, %d without "
                  "a better one)", step, metrics, state["score"], state["step"],
                  state["waited"])
@@ -269,34 +348,37 @@ class Trainer:
       self._ckpt.restore(self._manager.latest_checkpoint)
       logging.info("resumed from %s at step %d",
                    self._manager.latest_checkpoint,
-                   int(self.optimizer.step))
+                   self.step)
     c = self.config
     if validator is not None and not c.eval_every:
       raise ValueError("a validator needs TrainConfig.eval_every > 0")
     state = self.best_state() if validator is not None else None
     total = c.optimizer.total_steps
-    rng = np.random.default_rng(c.seed + int(self.optimizer.step))
+    rng = np.random.default_rng(c.seed + self.step)
     losses, aux_losses = [], []
+    self.loss_curve = []  # (step, mean SID loss of the log_every before)
     stopped = bool(state and state["stopped"])
-    with tqdm(total=total, initial=int(self.optimizer.step),
-              desc="train generator", unit="step") as bar:
-      while int(self.optimizer.step) < total and not stopped:
-        sequences = epoch_sequences(int(self.optimizer.step))
+    with tqdm(total=total, initial=self.step,
+              desc="train generator", unit="step",
+              disable=not self._chief) as bar:
+      while self.step < total and not stopped:
+        sequences = epoch_sequences(self.step)
         # Batches of similar lengths waste less compute on padding.
         order = np.argsort([len(s) for s in sequences], kind="stable")
         batches = [order[i:i + c.batch_size]
                    for i in range(0, len(order), c.batch_size)]
         for b in rng.permutation(len(batches)):
-          step = int(self.optimizer.step)
+          step = self.step
           if step >= total:
             break
           loss, aux, lr, grad_norm = self._train_step(
-              self._train_batch([sequences[i] for i in batches[b]]))
+              self._distribute(sequences, batches[b]))
           losses.append(float(loss))
           aux_losses.append({k: float(v) for k, v in aux.items()})
           bar.update(1)
           if (step + 1) % c.log_every == 0:
             mean = np.mean(losses[-c.log_every:])
+            self.loss_curve.append((step + 1, float(mean)))
             bar.set_postfix(loss=f"{mean:.3f}", lr=f"{float(lr):.2e}")
             extra = "".join(
                 f" {k} {np.mean([a[k] for a in aux_losses[-c.log_every:]]):.4f}"
@@ -310,18 +392,21 @@ class Trainer:
               stopped = True
               break
           elif (step + 1) % c.checkpoint_every == 0:
-            self._manager.save(checkpoint_number=step + 1)
+            self._save(step + 1)
         if valid_sequences:
           logging.info("step %d validation loss %.4f",
-                       int(self.optimizer.step),
+                       self.step,
                        self.evaluate_loss(valid_sequences))
     if validator is not None and (state is None or
                                   state["history"][-1]["step"] !=
-                                  int(self.optimizer.step)):
-      state = self._validate(validator, metric, int(self.optimizer.step),
+                                  self.step):
+      state = self._validate(validator, metric, self.step,
                              state)
-    self._manager.save(checkpoint_number=int(self.optimizer.step))
+    self._save(self.step)
     return float(np.mean(losses[-c.log_every:])) if losses else float("nan")
+
+  def _save(self, step):
+    distribute.save_checkpoint(self.strategy, self._manager, step)
 
   def save_hf(self, model_dir):
     """HF checkpoint + the sid_softmax the export must decode with."""

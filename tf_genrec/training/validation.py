@@ -65,7 +65,7 @@ class BeamRecallValidator:
         [list(histories[u]) + [int(targets[u])] for u in users], item_codes,
         template, max_history)
     # build_sequences appends the target's L SID tokens: the prompt precedes.
-    self._prompts = [s[:-template.num_levels] for s in sequences]
+    self._prompts = sequences.shortened(template.num_levels)
     self._trie = SemanticIdTrie(table.codes, template.codebook_size)
     self._items = items_by_sid(table.item_ids, table.codes, table.priority)
     self._template = template
