@@ -13,7 +13,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import graphs
 from tf_genrec.builders.build import build_generative_recall
-from tf_genrec.builders.export import WARMUP_FILE, export_saved_model
+from tf_genrec.builders.export import export_saved_model
+from tf_genrec.core.saved_model_layout import WARMUP_FILE
 from tf_genrec.evaluation.saved_model_recall import (evaluate_saved_model,
                                                      history_requests,
                                                      recall_saved_model)

@@ -20,7 +20,7 @@ def test_short_soak_fails_no_request_across_version_swaps(tmp_path):
        "--num_distinct_requests=8", f"--output_json={report_path}",
        f"--plot={tmp_path / 'soak.png'}"],
       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), check=True,
-      timeout=240, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      timeout=480, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   report = json.loads(report_path.read_text())
   assert report["failed"] == 0, report["failure_examples"]
   assert report["server_exit_code"] == 0

@@ -216,8 +216,10 @@ def test_stuck_request_does_not_block_other_models(tmp_path):
   for name in ("a", "b"):
     model_config.model_config_list.config.add(
         name=name, base_path=str(tmp_path / name), model_platform="tensorflow")
+  # The timeout outlasts loading b's version 2 on a loaded machine, so a's
+  # version 1 is still waiting when the poll returns.
   with tl.running_server(model_config, file_system_poll_wait_seconds=0,
-                         unload_timeout_seconds=1.0) as (server, channel):
+                         unload_timeout_seconds=10.0) as (server, channel):
     stuck = server.manager.resolve("a")  # A request that never finishes.
     tl.export_toy_model(str(tmp_path / "a"), 2)
     tl.export_toy_model(str(tmp_path / "b"), 2)
@@ -227,7 +229,7 @@ def test_stuck_request_does_not_block_other_models(tmp_path):
     assert not poll.is_alive()  # Not waiting on a's stuck version 1.
     assert _status(channel, "b")[2][0] == State.AVAILABLE
     assert _status(channel, "a")[1][0] == State.UNLOADING
-    deadline = time.monotonic() + 10  # unload_timeout_seconds=1 then END.
+    deadline = time.monotonic() + 30  # unload_timeout_seconds, then END.
     while _status(channel, "a")[1][0] != State.END:
       assert time.monotonic() < deadline
       time.sleep(0.05)

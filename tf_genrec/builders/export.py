@@ -6,7 +6,8 @@ import tensorflow as tf
 from absl import logging
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+from tf_genrec.core.saved_model_layout import (ENGINE_STATS_SIGNATURE,
+                                               WARMUP_FILE)
 
 
 def export_saved_model(model, base_path, version, warmup_inputs=(),
@@ -34,6 +35,10 @@ def export_saved_model(model, base_path, version, warmup_inputs=(),
   signatures = {"serving_default": model.serving_function()}
   # A MultiBranchRecallModel adds its "branches" signature and metadata.
   signatures.update(getattr(model, "extra_signatures", dict)())
+  engine_stats = getattr(getattr(model, "generator", None), "engine_stats",
+                         None)
+  if engine_stats is not None:  # The engine op's counters, for the server.
+    signatures[ENGINE_STATS_SIGNATURE] = engine_stats
   tf.saved_model.save(model, tmp_dir, signatures=signatures)
   for name, text in getattr(model, "extra_files", dict)().items():
     tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets.extra"))

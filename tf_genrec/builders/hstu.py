@@ -12,6 +12,7 @@ from tf_genrec.builders.hstu_config import HSTUSceneConfig
 from tf_genrec.builders.recall_model import (BEHAVIOR_INPUT_SPECS,
                                              GenerativeRecallModel)
 from tf_genrec.builders.stages import BehaviorFeatures
+from tf_genrec.models.keras_io import KerasModule
 from tf_genrec.models.top_k import BruteForceTopK
 
 TOP_N_SPEC = tf.TensorSpec([None], tf.int32, "top_n")
@@ -19,15 +20,6 @@ CANDIDATES_SPEC = tf.TensorSpec([None, None], tf.int64, "candidate_item_ids")
 # A candidate the model cannot score (not in its vocabulary, or -1 padding)
 # gets this score: no probability is negative.
 UNSCORED = -1.0
-
-
-class _Untracked:
-  """Holds a Keras model out of SavedModel object tracking: Keras 3 would
-  export its own default signature for it, which does not trace for a model
-  with several inputs. The servable tracks the model's variables instead."""
-
-  def __init__(self, model):
-    self.model = model
 
 
 class HistoryEvents(tf.Module):
@@ -83,20 +75,13 @@ class HistoryEvents(tf.Module):
             tf.reduce_sum(tf.cast(known, tf.int32), axis=1))
 
 
-class _HSTUServable(tf.Module):
-  """What both scenes hold: the config, the behaviour stage and the model
-  (its variables tracked, the Keras object not; see _Untracked)."""
+class _HSTUServable(KerasModule):
+  """What both scenes hold: the config, the behaviour stage and the model."""
 
   def __init__(self, config: HSTUSceneConfig, model, item_ids):
-    super().__init__(name=config.name)
+    super().__init__(model, name=config.name)
     self._config = config
-    self._keras = _Untracked(model)
-    self.model_variables = list(model.variables)
     self.events = HistoryEvents(config, item_ids)
-
-  @property
-  def model(self):
-    return self._keras.model
 
 
 class HSTURetrievalModel(_HSTUServable):

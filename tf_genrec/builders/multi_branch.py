@@ -24,6 +24,7 @@ import tf_genrec.ops  # noqa: F401  (user SavedModels may hold our ops)
 from tf_genrec.builders.merge import MergeStage
 from tf_genrec.builders.recall_model import BEHAVIOR_INPUT_SPECS
 from tf_genrec.builders.stages import BehaviorFeatures
+from tf_genrec.models.keras_io import KerasModule
 from tf_genrec.models.two_tower.model import recency
 
 BEHAVIOR_INPUTS = {s.name: s for s in BEHAVIOR_INPUT_SPECS}
@@ -88,18 +89,17 @@ class RetrievalBranch(RecallBranch):
     return self.top_k(self.query_encoder(history, lengths), self.top_n)
 
 
-class TwoTowerQuery(tf.Module):
-  """The two-tower model's user tower (tracked, so its weights export)."""
+class TwoTowerQuery(KerasModule):
+  """The two-tower model's user tower."""
 
   def __init__(self, two_tower):
-    super().__init__(name="two_tower_query")
-    self.two_tower = two_tower
+    super().__init__(two_tower, name="two_tower_query")
 
   def __call__(self, history, lengths):
-    return self.two_tower.user_embeddings(history, lengths)
+    return self.model.user_embeddings(history, lengths)
 
 
-class SASRecQuery(tf.Module):
+class SASRecQuery(KerasModule):
   """SASRec's state after the latest item, from a right-padded history.
 
   SASRec reads its last max_len known items left-padded (token = item + 1);
@@ -107,11 +107,10 @@ class SASRecQuery(tf.Module):
   """
 
   def __init__(self, sasrec):
-    super().__init__(name="sasrec_query")
-    self.sasrec = sasrec
+    super().__init__(sasrec, name="sasrec_query")
 
   def __call__(self, history, lengths):
-    c = self.sasrec.config
+    c = self.model.config
     valid, after = recency(history, lengths, c.num_items)
     valid &= after < c.max_len
     slot = tf.where(valid, c.max_len - 1 - after, c.max_len)  # c.max_len: out
@@ -119,7 +118,7 @@ class SASRecQuery(tf.Module):
         tf.one_hot(slot, c.max_len, dtype=tf.int32) *
         tf.cast(tf.where(valid, history + 1, 0), tf.int32)[..., tf.newaxis],
         axis=1)
-    return self.sasrec(tokens, training=False)[:, -1]
+    return self.model(tokens, training=False)[:, -1]
 
 
 class SavedModelBranch(RecallBranch):

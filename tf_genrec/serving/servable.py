@@ -9,14 +9,14 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from tf_genrec.core.saved_model_layout import (ENGINE_STATS_SIGNATURE,
+                                               WARMUP_FILE)
 from tf_genrec.serving import tensors
 from tf_genrec.serving.errors import ServingError, invalid
 
 DEFAULT_SIGNATURE = "serving_default"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit per version.
 _STATUS_BY_TF_CODE = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -120,32 +120,42 @@ def _op_error_message(message):
   return " ".join(lines) or message
 
 
-def _read_signature_defs(path):
-  """SignatureDefs of the 'serve' MetaGraph, as TF Serving sees them."""
-  saved_model = saved_model_pb2.SavedModel()
-  with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
-    saved_model.ParseFromString(f.read())
-  for meta_graph in saved_model.meta_graphs:
-    if "serve" in meta_graph.meta_info_def.tags:
-      return meta_graph.signature_def
-  raise ValueError(f"{path}: no MetaGraph tagged 'serve'")
-
-
 class Servable:
   """A loaded model version. Requests hold a reference while they run, so
-  unloading waits for in-flight work (`retire`) instead of failing it."""
+  unloading waits for in-flight work (`retire`) instead of failing it.
+
+  The version is loaded into a graph and session of its own, as TF Serving's
+  SavedModelBundle is, and signatures run as Session.run over the
+  SignatureDef's tensor names. Closing the session frees everything the
+  version holds (variables, item table, generation engine); a
+  `tf.saved_model.load` object instead leaves ~8x the SavedModel's size
+  behind in TF's eager context on every load, whatever is deleted
+  (docs/reliability.md, "Soak")."""
 
   def __init__(self, model_name, version, path):
     self.model_name = model_name
     self.version = int(version)
     self.path = path
     load_op_library()
-    self.signature_defs = _read_signature_defs(path)
+    self._graph = tf.Graph()
+    # The process-wide thread settings (tools/serve.py) apply per session.
+    self._session = tf.compat.v1.Session(
+        graph=self._graph, config=tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=(
+                tf.config.threading.get_intra_op_parallelism_threads()),
+            inter_op_parallelism_threads=(
+                tf.config.threading.get_inter_op_parallelism_threads())))
+    try:
+      with self._graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.loader.load(
+            self._session, ["serve"], path)
+    except Exception:
+      self._session.close()
+      raise
+    self.signature_defs = meta_graph.signature_def
     self.signatures = {k: Signature(k, v)
                        for k, v in self.signature_defs.items()
                        if not k.startswith("__")}  # e.g. __saved_model_init_op
-    self._loaded = tf.saved_model.load(path, tags=["serve"])
-    self._functions = dict(self._loaded.signatures)
     self._refs = 0
     self._retired = False
     self._cond = threading.Condition()
@@ -163,17 +173,18 @@ class Servable:
 
     Returns {output name: numpy array}, only `output_filter` if given.
     """
-    feeds = {k: tf.constant(v) for k, v in inputs.items()}
-    for key, value in signature.defaults.items():
-      feeds.setdefault(key, tf.constant(value))
+    signature_def = self.signature_defs[signature.name]
+    feeds = dict(signature.defaults)
+    feeds.update(inputs)
+    keys = output_filter or signature_def.outputs.keys()
     try:
-      outputs = self._functions[signature.name](**feeds)
+      return self._session.run(
+          {k: signature_def.outputs[k].name for k in keys},
+          {signature_def.inputs[k].name: v for k, v in feeds.items()})
     except tf.errors.OpError as e:
       raise ServingError(_STATUS_BY_TF_CODE.get(e.error_code,
                                                 grpc.StatusCode.INTERNAL),
                          _op_error_message(e.message)) from e
-    keys = output_filter or outputs.keys()
-    return {k: outputs[k].numpy() for k in keys}
 
   def warmup(self):
     """Replays assets.extra/tf_serving_warmup_requests (PredictLogs only)."""
@@ -199,13 +210,14 @@ class Servable:
   def engine_stats(self):
     """{counter: value} of this version's generation engine
     (tf_genrec.ops.ENGINE_STATS), or None if its generator is not the
-    engine op (EngineGenerator.engine_stats)."""
-    stats = getattr(getattr(self._loaded, "generator", None), "engine_stats",
-                    None)
-    if stats is None:
+    engine op (no ENGINE_STATS_SIGNATURE)."""
+    signature_def = self.signature_defs.get(ENGINE_STATS_SIGNATURE)
+    if signature_def is None:
       return None
     from tf_genrec.ops import ENGINE_STATS  # pylint: disable=import-outside-toplevel
-    return dict(zip(ENGINE_STATS, stats().numpy().tolist()))
+    (output,) = signature_def.outputs.values()
+    return dict(zip(ENGINE_STATS,
+                    self._session.run(output.name).tolist()))
 
   def acquire(self):
     with self._cond:
@@ -234,18 +246,6 @@ class Servable:
     return drained
 
   def _free(self):
-    """Destroys the version's resources (item table, generation engine).
-
-    TF frees a restored resource only through a destroyer saved with it,
-    and such a destroyer would fail `load(path).signatures[...]` users once
-    the root is collected; the server instead knows when a version is done
-    with, so it destroys every resource of the loaded object here (the
-    functions are dropped at the same time, so nothing can use them)."""
-    if self._loaded is None:
-      return
-    for obj in tf.train.TrackableView(self._loaded).descendants():
-      if isinstance(obj, tf.saved_model.experimental.TrackableResource):
-        tf.raw_ops.DestroyResourceOp(resource=obj.resource_handle,
-                                     ignore_lookup_error=True)
-    self._functions = {}
-    self._loaded = None
+    """Closes the version's session, which destroys its resources (item
+    table, generation engine) and frees its graph."""
+    self._session.close()
