@@ -70,3 +70,20 @@ def assert_row_equals_alone(batched, row, alone, beam_width, top_n):
   assert np.all(batched["item_ids"][row, n:] == -1)
   assert np.all(np.isneginf(batched["scores"][row, n:]))
   assert np.all(batched["semantic_ids"][row, w:] == -1)
+
+
+def external_item_ids(kind, size):
+  """Line n's id: shuffled strings, or sparse int64 ids."""
+  rng = np.random.default_rng(7)
+  if kind == "string":
+    return np.array([f"sku-{n}/é" for n in rng.permutation(size)], object)
+  return 10**12 + 7919 * rng.permutation(size).astype(np.int64)
+
+
+def to_external(ids, external):
+  """Item ids -> the ids external[] gives them as a served model returns
+  them (bytes for strings); -1 -> the empty id."""
+  empty = b"" if external.dtype == object else -1
+  table = np.array([e.encode() for e in external], object) if (
+      external.dtype == object) else external
+  return np.where(ids >= 0, table[np.maximum(ids, 0)], empty)

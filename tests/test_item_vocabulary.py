@@ -11,7 +11,8 @@ from tf_genrec.serving.servable import Servable
 from tf_genrec.tables.item_vocabulary import (read_item_vocabulary,
                                               write_item_vocabulary)
 
-from recall_testlib import random_recall_requests, tiny_recall_assets
+from recall_testlib import (external_item_ids, random_recall_requests,
+                            tiny_recall_assets, to_external)
 
 
 @pytest.fixture(scope="module")
@@ -22,25 +23,10 @@ def assets(tmp_path_factory):
   return a
 
 
-def _external_ids(kind, size):
-  """Line n's id: shuffled strings, or sparse int64 ids."""
-  rng = np.random.default_rng(7)
-  if kind == "string":
-    return np.array([f"sku-{n}/é" for n in rng.permutation(size)], object)
-  return 10**12 + 7919 * rng.permutation(size).astype(np.int64)
-
-
-def _to_external(ids, external):
-  empty = b"" if external.dtype == object else -1
-  table = np.array([e.encode() for e in external], object) if (
-      external.dtype == object) else external
-  return np.where(ids >= 0, table[np.maximum(ids, 0)], empty)
-
-
 @pytest.mark.parametrize("kind", ["string", "int64"])
 def test_vocabulary_model_answers_in_external_ids(assets, tmp_path, kind):
   a = assets
-  external = _external_ids(kind, int(a["item_ids"].max()) + 1)
+  external = external_item_ids(kind, int(a["item_ids"].max()) + 1)
   path = str(tmp_path / "item_vocabulary.txt")
   write_item_vocabulary(path, external)
   assert read_item_vocabulary(path).tolist() == external.tolist()
@@ -54,7 +40,7 @@ def test_vocabulary_model_answers_in_external_ids(assets, tmp_path, kind):
   dense = Servable("m", 1, a["dense_dir"])
 
   inputs = random_recall_requests(a, np.random.default_rng(1), 16)
-  mapped = dict(inputs, item_ids=_to_external(inputs["item_ids"], external))
+  mapped = dict(inputs, item_ids=to_external(inputs["item_ids"], external))
   inputs["item_ids"][0, 0] = 999_999  # unknown to both: dropped by both
   mapped["item_ids"][0, 0] = b"no-such-sku" if kind == "string" else 5
   signature = served.signature("serving_default")
@@ -64,7 +50,7 @@ def test_vocabulary_model_answers_in_external_ids(assets, tmp_path, kind):
 
   assert (want["item_ids"] >= 0).any()
   np.testing.assert_array_equal(got["item_ids"],
-                                _to_external(want["item_ids"], external))
+                                to_external(want["item_ids"], external))
   np.testing.assert_array_equal(got["scores"], want["scores"])
   np.testing.assert_array_equal(got["semantic_ids"], want["semantic_ids"])
 

@@ -25,6 +25,8 @@ from tf_genrec.models.two_tower.model import (TwoTower, TwoTowerConfig, build,
 from tf_genrec.models.two_tower.trainer import (TwoTowerTrainConfig,
                                                 train_two_tower)
 from tf_genrec.serving import config as serving_config
+from tf_genrec.serving.servable import Servable
+from tf_genrec.tables.item_vocabulary import write_item_vocabulary
 
 
 def reference_merge(items, scores, quotas, normalization):
@@ -246,6 +248,81 @@ def test_served_by_stock_client(multi_branch_export):
   assert set(got) == {"item_ids", "scores", "branch"}
   for k in got:
     np.testing.assert_array_equal(got[k], want[k])
+
+
+class _EchoHistory(tf.Module):
+  """A team's recall model in its own item ids: the history, latest first."""
+
+  def __init__(self, dtype):
+    super().__init__()
+    self.serve = tf.function(self._serve, input_signature=[
+        tf.TensorSpec([None, None], dtype, "item_ids"),
+        tf.TensorSpec([None], tf.int32, "lengths")])
+
+  def _serve(self, item_ids, lengths):
+    t = tf.shape(item_ids)[1]
+    rank = tf.cast(tf.range(t), tf.float32)[tf.newaxis]
+    return {"item_ids": tf.reverse_sequence(item_ids, lengths, 1, 0),
+            "scores": tf.where(tf.sequence_mask(lengths, t), -rank,
+                               float("-inf"))}
+
+
+@pytest.mark.parametrize("kind", ["string", "int64"])
+def test_external_ids_in_and_out(multi_branch_export, tmp_path, kind):
+  """With an item vocabulary the merged model takes and returns the
+  catalogue's ids: the same answers as the model over item-table ids, a user
+  branch in external ids included."""
+  e, a = multi_branch_export, multi_branch_export["assets"]
+  external = recall_testlib.external_item_ids(kind,
+                                              int(a["item_ids"].max()) + 1)
+  vocabulary = str(tmp_path / "item_vocabulary.txt")
+  write_item_vocabulary(vocabulary, external)
+  models = {}
+  for name, dtype in (("dense", tf.int64),
+                      ("external", tf.string if kind == "string" else
+                       tf.int64)):
+    echo = _EchoHistory(dtype)
+    tf.saved_model.save(echo, str(tmp_path / f"echo_{name}"),
+                        signatures={"serving_default": echo.serve})
+    specs = [s for s in e["specs"] if s.kind in ("generative", "two_tower")]
+    specs.append(BranchSpec(name="echo", kind="saved_model", quota=3,
+                            top_n=4, path=str(tmp_path / f"echo_{name}"),
+                            external_ids=name == "external"))
+    generative = build_generative_recall(
+        a["config"], a["ckpt"], a["table_path"],
+        item_vocabulary_path=vocabulary if name == "external" else None)
+    models[name] = export_saved_model(
+        build_multi_branch(specs, "minmax", a["config"].behavior,
+                           generative), str(tmp_path / name), 1)
+  inputs = e["inputs"]
+  mapped = dict(inputs, item_ids=recall_testlib.to_external(
+      inputs["item_ids"], external))
+  mapped["item_ids"][0, 0] = b"no-such-sku" if kind == "string" else 5
+  inputs = dict(inputs, item_ids=inputs["item_ids"].copy())
+  inputs["item_ids"][0, 0] = 999_999  # unknown to both: dropped by both
+  def branches_output(path, feeds):  # As the server loads and runs it.
+    served = Servable("multi", 1, path)
+    return served.run(served.signature(BRANCHES_SIGNATURE), feeds)
+
+  want = branches_output(models["dense"], inputs)
+  got = branches_output(models["external"], mapped)
+  assert set(got) == set(want)
+  assert (want["echo_item_ids"] >= 0).any()
+  for k in got:
+    expected = (recall_testlib.to_external(want[k], external)
+                if k.endswith("item_ids") else want[k])
+    np.testing.assert_array_equal(got[k], expected, err_msg=k)
+
+
+def test_external_ids_branch_needs_a_vocabulary(multi_branch_export):
+  e = multi_branch_export
+  specs = [BranchSpec(name="legacy", kind="saved_model", quota=1, top_n=2,
+                      path=e["toy"], external_ids=True,
+                      constant_inputs=(("beam_width", 2),))]
+  with pytest.raises(ValueError, match="external_ids needs the export's item "
+                     "vocabulary"):
+    build_multi_branch(specs, "rank", e["assets"]["config"].behavior,
+                       e["generative"])
 
 
 def test_canary_config_parses():

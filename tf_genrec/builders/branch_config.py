@@ -16,7 +16,12 @@ in the merged list:
       "signature": "serving_default", "input_map": {"history": "item_ids"},
       "constant_inputs": {"beam_width": 64}, "quota": 0, "top_n": 300}]}
 
-The generative branch is the export's own checkpoint + item table.
+The generative branch is the export's own checkpoint + item table. With an
+item vocabulary (export --item_vocabulary) the merged model takes and
+returns the catalogue's own ids; a saved_model branch with
+"external_ids": true is then fed those ids and answers in them (its answers
+mapped back through the vocabulary; ids outside it are dropped), while the
+other branches work on the item table's ids.
 """
 import dataclasses
 import json
@@ -37,7 +42,8 @@ BRANCH_KINDS = ("generative", "two_tower", "sasrec", "saved_model")
 _REQUIRED = {"generative": (), "two_tower": ("model_dir",),
              "sasrec": ("model_dir",), "saved_model": ("path",)}
 _OPTIONAL = {"generative": ("beam_width",), "two_tower": (), "sasrec": (),
-             "saved_model": ("signature", "input_map", "constant_inputs")}
+             "saved_model": ("signature", "input_map", "constant_inputs",
+                             "external_ids")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +58,7 @@ class BranchSpec:
   signature: str = "serving_default"
   input_map: Tuple[Tuple[str, str], ...] = ()
   constant_inputs: Tuple[Tuple[str, int], ...] = ()
+  external_ids: bool = False
 
   @classmethod
   def from_dict(cls, d: dict) -> "BranchSpec":
@@ -103,8 +110,10 @@ def build_multi_branch(specs, normalization, behavior_config,
 
   behavior_config: how classic branches clean the behaviour events (the
   scene's BehaviorConfig, as the generative branch does).
-  generative_model: the GenerativeRecallModel of a "generative" branch.
+  generative_model: the GenerativeRecallModel of a "generative" branch;
+  its item vocabulary, if any, becomes the merged model's.
   """
+  vocabulary = getattr(generative_model, "item_vocabulary", None)
   merge = MergeStage(MergeConfig(tuple(s.name for s in specs),
                                  tuple(s.quota for s in specs),
                                  normalization))
@@ -128,7 +137,11 @@ def build_multi_branch(specs, normalization, behavior_config,
           BehaviorFeatures(behavior_config), SASRecQuery(model),
           BruteForceTopK(model.item_emb.embeddings[1:]), s.top_n, s.name)
     else:
+      if s.external_ids and vocabulary is None:
+        raise ValueError(f"branch {s.name!r}: external_ids needs the "
+                         "export's item vocabulary (--item_vocabulary)")
       branches[s.name] = SavedModelBranch(
           s.path, s.top_n, s.signature, dict(s.input_map),
-          dict(s.constant_inputs), name=s.name)
-  return MultiBranchRecallModel(branches, merge)
+          dict(s.constant_inputs), name=s.name,
+          vocabulary=vocabulary if s.external_ids else None)
+  return MultiBranchRecallModel(branches, merge, item_vocabulary=vocabulary)

@@ -158,10 +158,6 @@ def export_recall_model(options: ExportOptions) -> str:
   if spec["graph"] == "ad_recall_multi" and not o.branches:
     raise OptionsError("graph=ad_recall_multi needs branches (a branches "
                        "file), got none")
-  if spec["graph"] == "ad_recall_multi" and o.item_vocabulary:
-    raise OptionsError("item_vocabulary applies to the generative scenes, "
-                       "not graph=ad_recall_multi (its branches take the "
-                       "item table's ids)")
   model = build_generative_recall(
       config, o.checkpoint_dir, o.item_table, o.generator_dtype,
       o.sid_softmax, o.engine, o.engine_dir, o.prefix_cache_bytes,

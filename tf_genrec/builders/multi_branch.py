@@ -22,7 +22,8 @@ import tensorflow as tf
 
 import tf_genrec.ops  # noqa: F401  (user SavedModels may hold our ops)
 from tf_genrec.builders.merge import MergeStage
-from tf_genrec.builders.recall_model import BEHAVIOR_INPUT_SPECS
+from tf_genrec.builders.recall_model import (BEHAVIOR_INPUT_SPECS,
+                                             behavior_input_specs)
 from tf_genrec.builders.stages import BehaviorFeatures
 from tf_genrec.models.keras_io import KerasModule
 from tf_genrec.models.two_tower.model import recency
@@ -39,7 +40,10 @@ class RecallBranch(tf.Module, abc.ABC):
 
   top_n is fixed when the branch is built: the merge stage needs more
   candidates per branch than its quota so de-duplication can refill.
+  A branch with a `vocabulary` (an ItemVocabulary) is fed the catalogue's
+  own item ids and returns item-table ids; the others see item-table ids.
   """
+  vocabulary = None
 
   def __init__(self, top_n: int, name: str):
     super().__init__(name=name)
@@ -133,8 +137,12 @@ class SavedModelBranch(RecallBranch):
   """
 
   def __init__(self, path: str, top_n: int, signature: str = "serving_default",
-               input_map=None, constant_inputs=None, name="saved_model_branch"):
+               input_map=None, constant_inputs=None, name="saved_model_branch",
+               vocabulary=None):
+    """vocabulary: an ItemVocabulary if the model speaks the catalogue's
+    own ids: its answers are mapped back (ids outside it become -1)."""
     super().__init__(top_n, name)
+    self.vocabulary = vocabulary
     self.loaded = tf.saved_model.load(path)
     if signature not in self.loaded.signatures:
       raise ValueError(f"{name}: {path} has no signature {signature!r}; it "
@@ -142,7 +150,8 @@ class SavedModelBranch(RecallBranch):
     self._fn = self.loaded.signatures[signature]
     self._feeds = _signature_feeds(
         self._fn, f"signature {signature!r} of {path}", dict(input_map or {}),
-        {"top_n": top_n, **(constant_inputs or {})})
+        {"top_n": top_n, **(constant_inputs or {})},
+        {s.name: s for s in behavior_input_specs(vocabulary)})
 
   def __call__(self, inputs):
     batch = tf.shape(inputs["item_ids"])[0]
@@ -154,8 +163,10 @@ class SavedModelBranch(RecallBranch):
         value = tf.constant(source, spec.dtype)
         feeds[name] = tf.fill([batch], value) if spec.shape.rank == 1 else value
     out = self._fn(**feeds)
-    return (out["item_ids"][:, :self.top_n],
-            tf.cast(out["scores"][:, :self.top_n], tf.float32))
+    ids = out["item_ids"][:, :self.top_n]
+    if self.vocabulary is not None:
+      ids = self.vocabulary.to_dense(ids)
+    return ids, tf.cast(out["scores"][:, :self.top_n], tf.float32)
 
 
 def _expected_inputs():
@@ -163,8 +174,10 @@ def _expected_inputs():
                    for s in BEHAVIOR_INPUT_SPECS)
 
 
-def _signature_feeds(fn, what, input_map, constants):
-  """{signature input: (behaviour input name | constant, spec)}, checked."""
+def _signature_feeds(fn, what, input_map, constants,
+                     behavior_inputs=BEHAVIOR_INPUTS):
+  """{signature input: (behaviour input name | constant, spec)}, checked
+  against behavior_inputs ({name: TensorSpec})."""
   specs = fn.structured_input_signature[1]
   feeds, problems = {}, []
   for name, spec in sorted(specs.items()):
@@ -174,8 +187,8 @@ def _signature_feeds(fn, what, input_map, constants):
       if spec.shape.rank not in (0, 1):
         problems.append(f"constant input {name} needs a [] or [B] input, "
                         f"the signature has {spec.shape}")
-    elif source in BEHAVIOR_INPUTS:
-      want = BEHAVIOR_INPUTS[source]
+    elif source in behavior_inputs:
+      want = behavior_inputs[source]
       if spec.dtype != want.dtype or spec.shape.rank != want.shape.rank:
         problems.append(f"input {name} is {spec.dtype.name} {spec.shape}, "
                         f"behaviour input {source} is {want.dtype.name} "
@@ -204,9 +217,11 @@ def _signature_feeds(fn, what, input_map, constants):
 
 
 class MultiBranchRecallModel(tf.Module):
-  """Named branches + a MergeStage; serves like GenerativeRecallModel."""
+  """Named branches + a MergeStage; serves like GenerativeRecallModel (with
+  an item vocabulary, in the catalogue's own ids)."""
 
-  def __init__(self, branches: dict, merge: MergeStage, name="multi_branch"):
+  def __init__(self, branches: dict, merge: MergeStage, name="multi_branch",
+               item_vocabulary=None):
     super().__init__(name=name)
     names = tuple(branches)
     if names != merge.config.branch_names:
@@ -214,37 +229,52 @@ class MultiBranchRecallModel(tf.Module):
                        f"branch_names {merge.config.branch_names}")
     self.branches = dict(branches)
     self.merge = merge
+    self.item_vocabulary = item_vocabulary
+    self._input_specs = behavior_input_specs(item_vocabulary)
+    # Traced once for both signatures (the serving one drops the branches).
+    self._recall_all = tf.function(self._recall_all_lists,
+                                   input_signature=self._input_specs)
 
   @property
   def branch_names(self):
     return self.merge.config.branch_names
 
-  def recall(self, inputs: dict):
-    """(merged outputs, {branch name: (item_ids, scores)})."""
-    per_branch = {name: branch(inputs)
-                  for name, branch in self.branches.items()}
+  def recall(self, inputs: dict, external_item_ids=None):
+    """(merged outputs, {branch name: (item_ids, scores)}), in item-table
+    ids; external_item_ids: the request's own ids, for the branches that
+    take them."""
+    per_branch = {
+        name: branch(inputs if branch.vocabulary is None else
+                     dict(inputs, item_ids=external_item_ids))
+        for name, branch in self.branches.items()}
     merged = self.merge([per_branch[n][0] for n in self.branch_names],
                         [per_branch[n][1] for n in self.branch_names])
     return merged, per_branch
 
-  @tf.function(input_signature=BEHAVIOR_INPUT_SPECS)
-  def _recall_all(self, item_ids, timestamps, action_types, lengths,
-                  request_time):
-    """Merged outputs + <name>_item_ids / <name>_scores, traced once for
-    both signatures (the serving one drops the per-branch lists)."""
-    merged, per_branch = self.recall(dict(
-        item_ids=item_ids, timestamps=timestamps, action_types=action_types,
-        lengths=lengths, request_time=request_time))
-    out = dict(merged)
+  def _recall_all_lists(self, item_ids, timestamps, action_types, lengths,
+                        request_time):
+    """Merged outputs + <name>_item_ids / <name>_scores."""
+    inputs = dict(item_ids=item_ids, timestamps=timestamps,
+                  action_types=action_types, lengths=lengths,
+                  request_time=request_time)
+    vocabulary = self.item_vocabulary
+    if vocabulary is None:
+      merged, per_branch = self.recall(inputs)
+      answer = lambda ids: ids  # noqa: E731
+    else:
+      merged, per_branch = self.recall(
+          dict(inputs, item_ids=vocabulary.to_dense(item_ids)), item_ids)
+      answer = vocabulary.to_external
+    out = dict(merged, item_ids=answer(merged["item_ids"]))
     for name, (ids, scores) in per_branch.items():
-      out[f"{name}_item_ids"] = ids
+      out[f"{name}_item_ids"] = answer(ids)
       out[f"{name}_scores"] = scores
     return out
 
   def serving_function(self):
     """serving_default: item_ids, scores, branch [B, N], N = sum(quotas)."""
 
-    @tf.function(input_signature=BEHAVIOR_INPUT_SPECS)
+    @tf.function(input_signature=self._input_specs)
     def serve(item_ids, timestamps, action_types, lengths, request_time):
       out = self._recall_all(item_ids, timestamps, action_types, lengths,
                              request_time)

@@ -20,6 +20,17 @@ BEHAVIOR_INPUT_SPECS = (
     tf.TensorSpec([None], tf.int32, "lengths"),
     tf.TensorSpec([None], tf.int64, "request_time"),
 )
+
+
+def behavior_input_specs(item_vocabulary=None):
+  """BEHAVIOR_INPUT_SPECS, with item_ids in the vocabulary's dtype (the
+  catalogue's own ids) when there is one."""
+  if item_vocabulary is None:
+    return BEHAVIOR_INPUT_SPECS
+  return (tf.TensorSpec([None, None], item_vocabulary.dtype, "item_ids"),
+          *BEHAVIOR_INPUT_SPECS[1:])
+
+
 REQUEST_OPTION_SPECS = (
     tf.TensorSpec([None], tf.int32, "beam_width"),
     tf.TensorSpec([None], tf.int32, "top_n"),
@@ -138,10 +149,8 @@ class GenerativeRecallModel(tf.Module):
     tf.function itself (not a concrete function) is what records them.
     """
     c, r = self._config, self._config.retrieval
-    core, options = list(BEHAVIOR_INPUT_SPECS), list(REQUEST_OPTION_SPECS)
-    if self.item_vocabulary is not None:
-      core[0] = tf.TensorSpec([None, None], self.item_vocabulary.dtype,
-                              "item_ids")
+    core = list(behavior_input_specs(self.item_vocabulary))
+    options = list(REQUEST_OPTION_SPECS)
     default_w = tf.constant([r.default_beam_width], tf.int32)
     default_n = tf.constant([r.default_top_n], tf.int32)
     if c.context_input:
