@@ -21,13 +21,18 @@ from tf_genrec.models.hstu.config import HSTUConfig
 from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
                                                train_hstu_retrieval)
 
+# Round 1 against the defaults; round 2 on round 1's winner (every item as
+# a negative).
+_ALL = {"num_negatives": 0}
 VARIANTS = {
     "defaults": {},
-    "negatives_all": {"num_negatives": 0},
+    "negatives_all": _ALL,
     "temperature_0.1": {"temperature": 0.1},
     "dropout_0.5": {"dropout": 0.5},
     "width_128": {"hidden_dim": 128, "attention_dim": 64, "linear_dim": 64},
     "layers_4": {"num_layers": 4},
+    "negatives_all+temperature_0.1": {**_ALL, "temperature": 0.1},
+    "negatives_all+dropout_0.5": {**_ALL, "dropout": 0.5},
 }
 
 flags.DEFINE_string("data_dir", "../shared/datasets/amazon-scientific",

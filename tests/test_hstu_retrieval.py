@@ -26,6 +26,7 @@ from tf_genrec.models.hstu.retrieval import (load_hstu_retrieval,
                                              save_hstu_retrieval)
 from tf_genrec.models.hstu.stochastic_length import (sequentialize,
                                                      stochastic_length)
+from tf_genrec.models.sasrec.model import SASRec, SASRecConfig, save_sasrec
 from tf_genrec.models.top_k import BruteForceTopK
 from tf_genrec.options import OptionsError
 from tf_genrec.serving import config as serving_config
@@ -268,3 +269,29 @@ def test_compare_hstu_runs_in_process_and_keeps_the_best_on_validation(
       report[report["chosen_hstu"]]["test"])
   with pytest.raises(OptionsError, match=r"stochastic_length_alphas=\['3'\]"):
     compare_hstu(dataclasses.replace(options, stochastic_length_alphas=["3"]))
+
+
+def test_compare_hstu_scores_a_saved_sasrec(tmp_path):
+  data = tmp_path / "data"
+  write_dataset(data, "Shop", random_histories(NUM_ITEMS, 40),
+                num_items=NUM_ITEMS)
+  sasrec = SASRec(SASRecConfig(num_items=NUM_ITEMS, max_len=8, hidden_dim=8,
+                               num_blocks=1, num_heads=1))
+  sasrec(tf.zeros([1, 8], tf.int32))
+  save_sasrec(sasrec, str(tmp_path / "sasrec"))
+  options = HSTUComparisonOptions(
+      data_dir=str(data), output=str(tmp_path / "report.json"), max_len=8,
+      hidden_dim=16, num_layers=1, num_heads=1, attention_dim=8,
+      linear_dim=8, batch_size=32, num_negatives=0, max_epochs=1,
+      sasrec_dir=str(tmp_path / "sasrec"))
+  report = compare_hstu(options)
+  split = leave_one_out(load_dataset(str(data)).histories)
+  assert report["sasrec"]["test"] == evaluate_scorer(
+      sasrec.score, *split.inputs_and_targets("test"))
+  with pytest.raises(OptionsError, match="not with sasrec"):
+    compare_hstu(dataclasses.replace(options, sasrec=True))
+  write_dataset(data, "Shop", random_histories(NUM_ITEMS + 1, 40),
+                num_items=NUM_ITEMS + 1)
+  with pytest.raises(OptionsError, match=r"sasrec_dir: .* has num_items="
+                     f"{NUM_ITEMS}, the dataset {NUM_ITEMS + 1}"):
+    compare_hstu(options)

@@ -19,7 +19,7 @@ from tf_genrec.evaluation.metrics import DEFAULT_RECALL_KS
 from tf_genrec.evaluation.saved_model_recall import evaluate_saved_model
 from tf_genrec.models.sasrec.model import SASRecConfig, load_sasrec
 from tf_genrec.models.sasrec.trainer import fit_sasrec
-from tf_genrec.options import OptionsError, option
+from tf_genrec.options import OptionsError, option, refused_as
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +81,8 @@ def evaluate(options: EvalOptions) -> dict:
   }
   sasrec = None
   if o.sasrec_dir:
-    sasrec = load_sasrec(o.sasrec_dir)
-    if sasrec.config.num_items != dataset.num_items:
-      raise OptionsError(f"sasrec_dir={o.sasrec_dir} has num_items="
-                         f"{sasrec.config.num_items}, the dataset "
-                         f"{dataset.num_items}")
+    with refused_as("sasrec_dir"):
+      sasrec = load_sasrec(o.sasrec_dir, dataset.num_items)
   elif o.sasrec:
     sasrec, info = fit_sasrec(
         split, SASRecConfig(num_items=dataset.num_items), o.refit)

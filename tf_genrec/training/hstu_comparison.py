@@ -2,8 +2,9 @@
 
 compare_hstu(HSTUComparisonOptions) runs, on one dataset directory's
 leave-one-out split and full catalogue: most-popular (training histories),
-optionally SASRec, one HSTU per stochastic-length alpha (0 = off) and
-optionally an exported generative recall model. SASRec and every HSTU train
+optionally SASRec (trained, or one saved by train_sasrec), one HSTU per
+stochastic-length alpha (0 = off) and optionally an exported generative
+recall model. SASRec and every HSTU train
 on the training histories and early-stop on validation NDCG@10; the HSTU
 with the best validation NDCG@10 is the chosen one. Every trained method
 scores validation and test once; the generative model, which nothing here
@@ -23,9 +24,9 @@ from tf_genrec.evaluation.baselines import MostPopular, evaluate_scorer
 from tf_genrec.evaluation.metrics import DEFAULT_RECALL_KS
 from tf_genrec.models.hstu.config import HSTUConfig
 from tf_genrec.models.hstu.retrieval import save_hstu_retrieval
-from tf_genrec.models.sasrec.model import SASRecConfig
+from tf_genrec.models.sasrec.model import SASRecConfig, load_sasrec
 from tf_genrec.models.sasrec.trainer import fit_sasrec
-from tf_genrec.options import OptionsError, option
+from tf_genrec.options import OptionsError, option, refused_as
 from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
                                                train_hstu_retrieval)
 
@@ -64,6 +65,10 @@ class HSTUComparisonOptions:
       ["0"], "One HSTU per alpha; 0 = stochastic length off, else in (0, 2].")
   seed: int = option(_TRAIN.seed, "Random seed.")
   sasrec: bool = option(False, "Also train + score SASRec (its defaults).")
+  sasrec_dir: Optional[str] = option(
+      None, "Also score the SASRec that `train_sasrec --model_output` saved "
+      "(trained with its own early stopping on this dataset) instead of "
+      "training one; not with --sasrec.")
   generative_saved_model: Optional[str] = option(
       None, "Also score this exported generative recall model (a version "
       "dir) on the test split.")
@@ -99,6 +104,9 @@ class HSTUComparisonOptions:
 def compare_hstu(options: HSTUComparisonOptions) -> dict:
   """Trains and scores every method (module doc); returns the report."""
   alphas = options.alphas()
+  if options.sasrec and options.sasrec_dir:
+    raise OptionsError(f"sasrec_dir={options.sasrec_dir} scores a saved "
+                       "SASRec: not with sasrec (it trains one)")
   dataset = load_dataset(options.data_dir)
   split = leave_one_out(dataset.histories)
   both = {s: split.inputs_and_targets(s) for s in ("valid", "test")}
@@ -110,7 +118,12 @@ def compare_hstu(options: HSTUComparisonOptions) -> dict:
     logging.info("%s: %s", name, report[name])
 
   score_all("most_popular", MostPopular(split.train, dataset.num_items).score)
-  if options.sasrec:
+  if options.sasrec_dir:
+    with refused_as("sasrec_dir"):
+      score_all("sasrec", load_sasrec(options.sasrec_dir,
+                                      dataset.num_items).score)
+    report["sasrec"]["model_dir"] = options.sasrec_dir
+  elif options.sasrec:
     start = time.time()
     sasrec, info = fit_sasrec(split, SASRecConfig(num_items=dataset.num_items))
     score_all("sasrec", sasrec.score)

@@ -106,10 +106,15 @@ def save_sasrec(model: SASRec, model_dir: str):
   save_model(model, model_dir)
 
 
-def load_sasrec(model_dir: str) -> SASRec:
-  """The SASRec saved by save_sasrec, ready to score."""
-  return load_model(model_dir, SASRec, SASRecConfig, lambda m: m(
+def load_sasrec(model_dir: str, num_items=None) -> SASRec:
+  """The SASRec saved by save_sasrec, ready to score; num_items: the
+  catalogue it must have been trained on (checked)."""
+  model = load_model(model_dir, SASRec, SASRecConfig, lambda m: m(
       tf.zeros([1, m.config.max_len], tf.int32)))
+  if num_items is not None and model.config.num_items != num_items:
+    raise ValueError(f"{model_dir} has num_items={model.config.num_items}, "
+                     f"the dataset {num_items}")
+  return model
 
 
 def pad_left(sequences, max_len: int) -> np.ndarray:
