@@ -22,8 +22,9 @@ from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
                                                train_hstu_retrieval)
 
 # Round 1 against the defaults; round 2 on round 1's winner (every item as
-# a negative).
+# a negative); round 3 on round 2's (dropout 0.5).
 _ALL = {"num_negatives": 0}
+_R2 = {**_ALL, "dropout": 0.5}
 VARIANTS = {
     "defaults": {},
     "negatives_all": _ALL,
@@ -32,7 +33,10 @@ VARIANTS = {
     "width_128": {"hidden_dim": 128, "attention_dim": 64, "linear_dim": 64},
     "layers_4": {"num_layers": 4},
     "negatives_all+temperature_0.1": {**_ALL, "temperature": 0.1},
-    "negatives_all+dropout_0.5": {**_ALL, "dropout": 0.5},
+    "negatives_all+dropout_0.5": _R2,
+    "negatives_all+dropout_0.5+temperature_0.1": {**_R2, "temperature": 0.1},
+    "negatives_all+dropout_0.5+width_128": {
+        **_R2, "hidden_dim": 128, "attention_dim": 64, "linear_dim": 64},
 }
 
 flags.DEFINE_string("data_dir", "../shared/datasets/amazon-scientific",

@@ -13,12 +13,14 @@ class HSTUConfig:
   timestamps (amazon-scientific) train with positions only.
   """
   max_len: int = 50
-  hidden_dim: int = 64
+  # Width and dropout: the best validation NDCG@10 of the levers measured on
+  # amazon-scientific (docs/quality.md, "HSTU retrieval").
+  hidden_dim: int = 128
   num_layers: int = 2
   num_heads: int = 2
-  attention_dim: int = 32  # Per-head size of Q and K.
-  linear_dim: int = 32  # Per-head size of U and V.
-  dropout: float = 0.2
+  attention_dim: int = 64  # Per-head size of Q and K.
+  linear_dim: int = 64  # Per-head size of U and V.
+  dropout: float = 0.5
   time_bias: bool = False
   num_time_buckets: int = 64
   # Bucket of a time gap dt (seconds): floor(log(1 + |dt|) / log(base)).
