@@ -17,9 +17,8 @@ import time
 from absl import app, flags, logging
 
 from tf_genrec.data.amazon import load_dataset, leave_one_out
-from tf_genrec.models.hstu.config import HSTUConfig
-from tf_genrec.training.hstu_retrieval import (HSTUTrainConfig,
-                                               train_hstu_retrieval)
+from tf_genrec.training.hstu_comparison import HSTUComparisonOptions
+from tf_genrec.training.hstu_retrieval import train_hstu_retrieval
 
 # Round 1 against the defaults; round 2 on round 1's winner (every item as
 # a negative); round 3 on round 2's (dropout 0.5).
@@ -53,14 +52,10 @@ def _overrides(spec):
 
 
 def _configs(overrides):
-  model = {f.name for f in dataclasses.fields(HSTUConfig)}
-  unknown = set(overrides) - model - {
-      f.name for f in dataclasses.fields(HSTUTrainConfig)}
-  if unknown:
-    raise ValueError(f"unknown fields {sorted(unknown)}")
-  return (HSTUConfig(**{k: v for k, v in overrides.items() if k in model}),
-          HSTUTrainConfig(**{k: v for k, v in overrides.items()
-                             if k not in model}))
+  """(HSTUConfig, HSTUTrainConfig) of the defaults with these overrides
+  (train_hstu's options split them the same way)."""
+  options = dataclasses.replace(HSTUComparisonOptions(), **overrides)
+  return options.hstu_config(), options.train_config(alpha=0.0)
 
 
 def main(_):

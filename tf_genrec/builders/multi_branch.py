@@ -258,17 +258,17 @@ class MultiBranchRecallModel(tf.Module):
                   action_types=action_types, lengths=lengths,
                   request_time=request_time)
     vocabulary = self.item_vocabulary
-    if vocabulary is None:
-      merged, per_branch = self.recall(inputs)
-      answer = lambda ids: ids  # noqa: E731
-    else:
-      merged, per_branch = self.recall(
-          dict(inputs, item_ids=vocabulary.to_dense(item_ids)), item_ids)
-      answer = vocabulary.to_external
-    out = dict(merged, item_ids=answer(merged["item_ids"]))
+    if vocabulary is not None:
+      inputs["item_ids"] = vocabulary.to_dense(item_ids)
+    merged, per_branch = self.recall(inputs, item_ids)
+    out = dict(merged)
     for name, (ids, scores) in per_branch.items():
-      out[f"{name}_item_ids"] = answer(ids)
+      out[f"{name}_item_ids"] = ids
       out[f"{name}_scores"] = scores
+    if vocabulary is not None:  # Every id list answers in the catalogue's ids.
+      for key in out:
+        if key.endswith("item_ids"):
+          out[key] = vocabulary.to_external(out[key])
     return out
 
   def serving_function(self):

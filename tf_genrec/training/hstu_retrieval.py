@@ -87,6 +87,7 @@ def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
 
   stopper, history = ValidationEarlyStopping(select_metric, tc.patience), []
   progress = tqdm(range(tc.max_epochs), desc="hstu", unit="epoch")
+  every_item = np.arange(num_items)  # The negatives of a full softmax.
   for epoch in progress:
     # Stochastic length draws new subsamples every epoch.
     inputs, targets = training_pairs(train_histories, config.max_len,
@@ -99,7 +100,7 @@ def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
       # longest sequence (what stochastic length shortens).
       width = max(int((inputs[rows] > 0).sum(1).max()), 1)
       negatives = (rng.integers(0, num_items, tc.num_negatives)
-                   if tc.num_negatives else np.arange(num_items))
+                   if tc.num_negatives else every_item)
       losses.append(float(train_step(
           tf.constant(inputs[rows, :width]), tf.constant(targets[rows, :width]),
           tf.constant(negatives, tf.int32))))
