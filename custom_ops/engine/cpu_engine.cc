@@ -218,13 +218,18 @@ absl::Status ReadModel(const std::string& filename, EngineConfig* config,
   return absl::OkStatus();
 }
 
-// The engine's one thread pool: ParallelFor(n, fn) runs fn(0..n-1) on the
-// calling thread and the workers. Each index runs on one thread start to
-// finish, so a request's arithmetic never depends on the pool.
+// The engine's one thread pool. ParallelFor(n, fn) runs fn(0..n-1) on the
+// calling thread and any free worker, and may be called from inside fn: a
+// request's step is one task and its products split into column blocks that
+// are tasks too, so one request alone still uses every thread. Each index
+// runs on one thread start to finish, so no result depends on the pool. A
+// caller runs its own job's untaken indices and then waits only for indices
+// other threads hold, which finish by induction on nesting depth: no
+// deadlock.
 class ThreadPool {
  public:
-  explicit ThreadPool(int num_workers) {
-    for (int i = 0; i < num_workers; ++i) {
+  explicit ThreadPool(int num_threads) : num_threads_(num_threads) {
+    for (int i = 1; i < num_threads; ++i) {
       workers_.emplace_back([this] { Work(); });
     }
   }
@@ -233,66 +238,83 @@ class ThreadPool {
     {
       absl::MutexLock lock(&mu_);
       stop_ = true;
-      work_cv_.SignalAll();
     }
     for (auto& w : workers_) w.join();
   }
 
+  int num_threads() const { return num_threads_; }
+
   void ParallelFor(int n, const std::function<void(int)>& fn) {
+    if (n == 1 || workers_.empty()) {
+      for (int i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    Job job{&fn, n};
     {
       absl::MutexLock lock(&mu_);
-      fn_ = &fn;
-      n_ = n;
-      next_ = 0;
-      done_ = 0;
-      ++generation_;
-      work_cv_.SignalAll();
+      jobs_.push_back(&job);
     }
-    RunTasks();
+    while (true) {
+      int i;
+      {
+        absl::MutexLock lock(&mu_);
+        i = Take(&job);
+      }
+      if (i < 0) break;
+      RunIndex(&job, i);
+    }
     absl::MutexLock lock(&mu_);
-    while (done_ != n_) done_cv_.Wait(&mu_);
-    fn_ = nullptr;
+    mu_.Await(absl::Condition(+[](Job* j) { return j->done == j->n; }, &job));
   }
 
  private:
-  // Takes indices of the current ParallelFor until none is left.
-  void RunTasks() {
-    while (true) {
-      int i;
-      const std::function<void(int)>* fn;
-      {
-        absl::MutexLock lock(&mu_);
-        if (fn_ == nullptr || next_ >= n_) return;
-        i = next_++;
-        fn = fn_;
-      }
-      (*fn)(i);
-      absl::MutexLock lock(&mu_);
-      if (++done_ == n_) done_cv_.Signal();
+  struct Job {
+    const std::function<void(int)>* fn;
+    int n;
+    int next = 0;  // first index not yet taken
+    int done = 0;
+  };
+
+  // The job's next index, or -1 if every one is taken; the last one takes
+  // the job off the queue (its caller still waits for it to finish).
+  int Take(Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (job->next == job->n) return -1;
+    const int i = job->next++;
+    if (job->next == job->n) {
+      jobs_.erase(std::find(jobs_.begin(), jobs_.end(), job));
     }
+    return i;
+  }
+
+  void RunIndex(Job* job, int i) {
+    (*job->fn)(i);
+    absl::MutexLock lock(&mu_);
+    ++job->done;
+  }
+
+  bool HasTask() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_ || !jobs_.empty();
   }
 
   void Work() {
-    int64_t seen = 0;
     while (true) {
+      Job* job;
+      int i;
       {
         absl::MutexLock lock(&mu_);
-        while (!stop_ && generation_ == seen) work_cv_.Wait(&mu_);
+        mu_.Await(absl::Condition(this, &ThreadPool::HasTask));
         if (stop_) return;
-        seen = generation_;
+        job = jobs_.front();  // the oldest job first
+        i = Take(job);
       }
-      RunTasks();
+      RunIndex(job, i);
     }
   }
 
+  const int num_threads_;
   absl::Mutex mu_;
-  absl::CondVar work_cv_, done_cv_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  const std::function<void(int)>* fn_ ABSL_GUARDED_BY(mu_) = nullptr;
-  int n_ ABSL_GUARDED_BY(mu_) = 0;
-  int next_ ABSL_GUARDED_BY(mu_) = 0;
-  int done_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<Job*> jobs_ ABSL_GUARDED_BY(mu_);  // jobs with untaken indices
   std::vector<std::thread> workers_;
 };
 
@@ -327,7 +349,7 @@ class CpuEngine : public Engine {
         model_(std::move(model)),
         trie_(std::move(trie)),
         cache_(std::move(cache)),
-        pool_(num_threads - 1) {
+        pool_(num_threads) {
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -545,9 +567,10 @@ class CpuEngine : public Engine {
       RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
     }
     std::vector<float> logits(static_cast<size_t>(m) * k);
-    Gemm(m, k, h, normed.data(), h,
-         &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h], h,
-         true, logits.data(), k);
+    ParallelGemm(
+        m, k, h, normed.data(), h,
+        &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h], h,
+        true, logits.data(), k);
     a->search.Step(logits.data());
     if (a->prefilled) {
       ++a->generated;
@@ -639,8 +662,8 @@ class CpuEngine : public Engine {
       for (int r = 0; r < rows; ++r) {
         RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
       }
-      Gemm(rows, nq, h, normed.data(), h, w.qkv.data(), nq, false, qkv.data(),
-           nq);
+      ParallelGemm(rows, nq, h, normed.data(), h, w.qkv.data(), nq, false,
+                   qkv.data(), nq);
       for (int r = 0; r < rows; ++r) {
         float* row = &qkv[static_cast<size_t>(r) * nq];
         for (int j = 0; j < nq; ++j) row[j] += w.qkv_bias[j];
@@ -659,6 +682,26 @@ class CpuEngine : public Engine {
       AttnOutAndMlp(w, attn.data(), m, &x);
     }
     return x;
+  }
+
+  // Gemm with the output columns in blocks run on the pool, so a request
+  // alone uses every thread. The blocks depend on n and the engine's thread
+  // count only, so a row's result never depends on the step's other
+  // requests.
+  void ParallelGemm(int m, int n, int k, const float* a, int lda,
+                    const float* b, int ldb, bool trans_b, float* c, int ldc) {
+    constexpr int kMinBlockColumns = 64, kAlign = 16;
+    const int blocks =
+        std::max(1, std::min(pool_.num_threads(), n / kMinBlockColumns));
+    const int width =
+        ((n + blocks - 1) / blocks + kAlign - 1) / kAlign * kAlign;
+    pool_.ParallelFor(blocks, [&](int i) {
+      const int first = i * width, cols = std::min(width, n - first);
+      if (cols <= 0) return;
+      Gemm(m, cols, k, a, lda,
+           trans_b ? b + static_cast<size_t>(first) * ldb : b + first, ldb,
+           trans_b, c + first, ldc);
+    });
   }
 
   // HF rotate_half RoPE on the first `heads` heads of a q|k|v row.
@@ -710,7 +753,7 @@ class CpuEngine : public Engine {
   // of all its heads and rows are one matrix against the prompt keys and
   // values (computed once per request, shared by all beams; a prompt chunk
   // [begin, end) sees keys [0, end)), plus each beam's own generated keys.
-  // Writes [rows - first, nH * D] to out.
+  // Writes [rows - first, nH * D] to out. The kv heads are pool tasks.
   void Attention(Active* a, int li, const float* qkv, int rows, int first,
                  int begin, int end, float* out) {
     const Dims& d = model_.d;
@@ -719,11 +762,11 @@ class CpuEngine : public Engine {
     const int nqr = rows - first, p = a->prefilled ? a->prompt_len : end;
     const int t = a->prefilled ? a->generated + 1 : 0;
     const int nrow = nqr * group;
-    std::vector<float> q(static_cast<size_t>(nrow) * dd);
-    std::vector<float> scores(static_cast<size_t>(nrow) * (p + t));
-    std::vector<float> probs(static_cast<size_t>(nrow) * p);
-    std::vector<float> o(static_cast<size_t>(nrow) * dd);
-    for (int kh = 0; kh < d.kv_heads; ++kh) {
+    pool_.ParallelFor(d.kv_heads, [&](int kh) {
+      std::vector<float> q(static_cast<size_t>(nrow) * dd);
+      std::vector<float> scores(static_cast<size_t>(nrow) * (p + t));
+      std::vector<float> probs(static_cast<size_t>(nrow) * p);
+      std::vector<float> o(static_cast<size_t>(nrow) * dd);
       for (int i = 0; i < nqr; ++i) {
         std::copy_n(qkv + static_cast<size_t>(first + i) * nq + kh * group * dd,
                     group * dd, &q[static_cast<size_t>(i) * group * dd]);
@@ -775,7 +818,7 @@ class CpuEngine : public Engine {
                           (kh * group + g) * dd);
         }
       }
-    }
+    });
   }
 
   // x[m, H] += o_proj(attn); x += down(silu(gate(norm x)) * up(norm x)).
@@ -784,16 +827,16 @@ class CpuEngine : public Engine {
     const Dims& d = model_.d;
     const int h = d.hidden, inter = d.inter;
     std::vector<float> tmp(static_cast<size_t>(m) * h);
-    Gemm(m, h, d.q_width(), attn, d.q_width(), w.o.data(), h, false, tmp.data(),
-         h);
+    ParallelGemm(m, h, d.q_width(), attn, d.q_width(), w.o.data(), h, false,
+                 tmp.data(), h);
     for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
     std::vector<float> normed(static_cast<size_t>(m) * h);
     for (int r = 0; r < m; ++r) {
       RmsNormRow(&(*x)[r * h], h, d.eps, &normed[r * h]);
     }
     std::vector<float> gu(static_cast<size_t>(m) * 2 * inter);
-    Gemm(m, 2 * inter, h, normed.data(), h, w.gate_up.data(), 2 * inter, false,
-         gu.data(), 2 * inter);
+    ParallelGemm(m, 2 * inter, h, normed.data(), h, w.gate_up.data(), 2 * inter,
+                 false, gu.data(), 2 * inter);
     std::vector<float> act(static_cast<size_t>(m) * inter);
     for (int r = 0; r < m; ++r) {
       const float* g = &gu[static_cast<size_t>(r) * 2 * inter];
@@ -802,8 +845,8 @@ class CpuEngine : public Engine {
             g[j] / (1.0f + std::exp(-g[j])) * g[inter + j];
       }
     }
-    Gemm(m, h, inter, act.data(), inter, w.down.data(), h, false, tmp.data(),
-         h);
+    ParallelGemm(m, h, inter, act.data(), inter, w.down.data(), h, false,
+                 tmp.data(), h);
     for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
   }
 

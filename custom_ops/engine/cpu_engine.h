@@ -25,7 +25,8 @@ namespace tf_genrec {
 // Reads `filename` and starts the engine's scheduler thread. The file's
 // num_levels, codebook_size and sid_offset must equal the config's (errors
 // name both values); config.vocab_size is taken from the file. The engine's
-// pool runs a step's requests on num_threads threads (0: one per core);
+// pool of num_threads threads (0: one per core) runs a step's requests and,
+// within each, blocks of its products' output columns and its kv heads;
 // OpenBLAS is set single-threaded (process-wide).
 absl::StatusOr<std::unique_ptr<Engine>> CreateCpuEngine(
     EngineConfig config, const std::string& filename, int num_threads);
