@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from tf_genrec.generation.beam_search import BeamSearchGenerator
 from tf_genrec.generation.engine_generator import EngineGenerator
+from tf_genrec.generation.flops import beam_search_flops
 from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
 from tf_genrec.models.qwen2.checkpoint import load_hf_checkpoint
@@ -88,24 +89,6 @@ def _time(fn, min_iters=1, max_iters=None):
     fn()
     times.append(time.perf_counter() - t0)
   return times
-
-
-def _generator_flops(cfg: Qwen2Config, batch, width, prompt_len, num_levels,
-                     k):
-  """Matmul FLOPs of one BeamSearchGenerator call (2 per multiply-add)."""
-  h, d = cfg.hidden_size, cfg.head_dim
-  qkv = 2 * h * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * d
-  rest = 2 * (cfg.num_attention_heads * d * h + 3 * h * cfg.intermediate_size)
-  attn = 4 * cfg.num_attention_heads * d  # q.k and p.v per (query, key)
-  layers = cfg.num_hidden_layers
-  # The last prefill layer needs K/V of every prompt token but the output of
-  # the last one only.
-  prefill = ((layers - 1) * (prompt_len * (qkv + rest) + prompt_len**2 * attn)
-             + prompt_len * qkv + rest + prompt_len * attn)
-  decode = sum(layers * width * (qkv + rest + (prompt_len + t) * attn)
-               for t in range(1, num_levels))
-  head = 2 * h * k * (1 + width * (num_levels - 1))
-  return batch * (prefill + decode + head)
 
 
 def _matmul_peak_gflops(dtype):
@@ -219,7 +202,7 @@ def _production_shape(rng, trie):
 
 
 def _row(r, peak):
-  gflops = _generator_flops(r["cfg"], r["batch"], r["width"],
+  gflops = beam_search_flops(r["cfg"], r["batch"], r["width"],
                             FLAGS.prompt_len, FLAGS.num_levels,
                             FLAGS.codebook_size) / r["t"] / 1e9
   floor_ms = gflops * r["t"] / peak * 1e3

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 import graphs
 from tf_genrec.builders.stages import BehaviorFeatures, PromptBuilder
+from tf_genrec.generation.flops import beam_search_flops
 from tf_genrec.generation.engine_generator import EngineGenerator
 from tf_genrec.generation.trie import SemanticIdTrie
 from tf_genrec.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
@@ -112,14 +113,47 @@ def _prompts(config, stream, histories, codes, batch=1024):
   return out
 
 
+def cached_tokens(prompts, block):
+  """Prompt tokens an unbounded prefix cache serves, request by request in
+  replay order: the longest run of whole blocks, before the prompt's last
+  token, whose every prefix an earlier prompt had (the engine's hash chain)."""
+  seen, out = set(), []
+  for prompt in prompts:
+    blocks = (len(prompt) - 1) // block
+    keys = [tuple(prompt[:(j + 1) * block]) for j in range(blocks)]
+    hit = 0
+    while hit < blocks and keys[hit] in seen:
+      hit += 1
+    out.append(hit * block)
+    seen.update(keys)
+    seen.update(tuple(prompt[:(j + 1) * block])
+                for j in range(blocks, len(prompt) // block))
+  return np.asarray(out)
+
+
+def flop_bound(cfg, prompts, cached, width, num_levels, k):
+  """Speedup over the cache off if the cached tokens cost nothing and time
+  followed matmul FLOPs: what the cache can give at best on these prompts."""
+  total = saved = 0
+  for prompt, c in zip(prompts, cached):
+    full = beam_search_flops(cfg, 1, width, len(prompt), num_levels, k)
+    total += full
+    # Prefilling only the uncached tokens; the difference is an upper bound
+    # of the work the cache removes.
+    saved += full - beam_search_flops(cfg, 1, width, len(prompt) - c,
+                                    num_levels, k)
+  return total / (total - saved)
+
+
 class Run:
   """One configuration: its engine, its prompts, and what it measured."""
 
   def __init__(self, generator, width, cache_bytes, block, rollover,
-               prompts):
+               prompts, bound):
     self.generator, self.width = generator, width
     self.cache_bytes, self.block = cache_bytes, block
     self.rollover, self.prompts = rollover, prompts
+    self.bound = bound  # flop_bound of an unbounded cache
     self.latencies, self.seconds, self.cpu_seconds = [], 0.0, 0.0
 
   def run_segment(self, stream, indices, clients):
@@ -187,6 +221,7 @@ class Run:
         "speedup": rps / baseline[0] if baseline else 1.0,
         "req_per_cpu_s": per_cpu,
         "cpu_speedup": per_cpu / baseline[1] if baseline else 1.0,
+        "flop_bound": self.bound if self.cache_bytes else 1.0,
         "evictions": stats["prefix_cache_evictions"],
         "cache_mib": stats["prefix_cache_bytes"] / (1 << 20),
     }
@@ -199,8 +234,8 @@ def _size_label(n):
 def _table(rows):
   lines = ["| W | cache | block | rollover | requests | hit rate (requests) "
            "| hit rate (tokens) | p50 ms | p99 ms | req/s | vs off | "
-           "req/CPU-s | vs off | evictions | held MiB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "req/CPU-s | vs off | FLOP bound | evictions | held MiB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
         f"| {r['W']} | {_size_label(r['cache_bytes'])} | "
@@ -208,7 +243,8 @@ def _table(rows):
         f"{r['requests']} | {r['hit_rate']:.1%} | {r['token_hit_rate']:.1%} "
         f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['req_per_s']:.1f} | "
         f"{r['speedup']:.2f}x | {r['req_per_cpu_s']:.1f} | "
-        f"{r['cpu_speedup']:.2f}x | {r['evictions']} | {r['cache_mib']:.1f} |")
+        f"{r['cpu_speedup']:.2f}x | {r['flop_bound']:.2f}x | "
+        f"{r['evictions']} | {r['cache_mib']:.1f} |")
   return "\n".join(lines)
 
 
@@ -249,10 +285,10 @@ def main(argv):
   sid = rng.choice(256**4, num_items, replace=False)
   codes = sid[:, None] // 256**np.arange(3, -1, -1) % 256
   trie = SemanticIdTrie(codes, 256)
-  model = Qwen2ForCausalLM(Qwen2Config(
+  model_config = Qwen2Config(
       vocab_size=template.vocab_size, hidden_size=256, intermediate_size=688,
-      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
-                           seed=FLAGS.seed)
+      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
+  model = Qwen2ForCausalLM(model_config, seed=FLAGS.seed)
   sizes = [_parse_bytes(s) for s in FLAGS.cache_sizes]
   blocks = [int(b) for b in FLAGS.block_tokens]
   configs = [(size, blocks[0], 1) for size in sizes]
@@ -277,7 +313,14 @@ def main(argv):
       # Warm-up on a one-token prompt: shorter than a block, nothing cached.
       gen.generate(tf.constant([[template.prefix_ids[0]]], tf.int32),
                    tf.constant([1], tf.int32), tf.constant(width, tf.int32))
-      runs.append(Run(gen, width, size, block, rollover, prompts[rollover]))
+      cached = cached_tokens(prompts[rollover], block)
+      bound = flop_bound(model_config, prompts[rollover], cached, width,
+                         num_levels=4, k=256)
+      logging.info("block %d, rollover %d: an unbounded cache serves %.1f%% "
+                   "of prompt tokens (the FLOP bound's)", block, rollover,
+                   100 * cached.sum() / sum(map(len, prompts[rollover])))
+      runs.append(Run(gen, width, size, block, rollover, prompts[rollover],
+                      bound))
 
   segments = [list(range(s, min(s + FLAGS.segment, len(stream))))
               for s in range(0, len(stream), FLAGS.segment)]

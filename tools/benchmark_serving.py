@@ -10,6 +10,10 @@ reachable with p99 <= --latency_budget_ms; plots latency vs throughput.
   python tools/benchmark_serving.py --model_base_path=exported/tf_genrec \
       --plot=docs/serving_latency_throughput.png
 
+With --compare_model_base_path, a second model (e.g. the same weights
+exported with another --engine) is served beside the first and measured in
+the same run, level by level in turn, so both see the same machine load.
+
 The server runs as a separate process (tools/serve.py) so client and server
 do not share a Python interpreter. Requests come from --request_generator
 (`module:function`, called as function(rng, rows) -> {input: numpy array}),
@@ -33,6 +37,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_base_path", None,
                     "Base path of numbered SavedModel versions.")
 flags.DEFINE_string("model_name", "tf_genrec", "Served model name.")
+flags.DEFINE_string("compare_model_base_path", "",
+                    "A second model measured in the same run (same "
+                    "--model_name and requests).")
+flags.DEFINE_list("labels", ["model", "compare"],
+                  "Names of --model_base_path and --compare_model_base_path "
+                  "in the table and plot.")
 flags.DEFINE_list("concurrency", ["1", "2", "4", "8", "16", "32", "64"],
                   "Closed-loop client counts.")
 flags.DEFINE_list("modes", ["off", "on"], "Server-side batching off / on.")
@@ -85,11 +95,13 @@ def _generator():
   return getattr(importlib.import_module(module), function)
 
 
-def start_server(batching, extra_args=()):
-  """tools/serve.py over --model_base_path as a process; (process, port)."""
+def start_server(batching, extra_args=(), model_base_path=None):
+  """tools/serve.py over model_base_path (default --model_base_path) as a
+  process; (process, port)."""
+  model_base_path = model_base_path or FLAGS.model_base_path
   command = [sys.executable, os.path.join(REPO, "tools", "serve.py"),
              "--port=0", f"--model_name={FLAGS.model_name}",
-             f"--model_base_path={os.path.abspath(FLAGS.model_base_path)}",
+             f"--model_base_path={os.path.abspath(model_base_path)}",
              f"--tensorflow_intra_op_parallelism="
              f"{FLAGS.server_intra_op_threads}"]
   if batching:
@@ -200,16 +212,15 @@ def _write_json(path, results, peak_rss, servable):
   logging.info("wrote %s", path)
 
 
-def _plot(results, path):
+def _plot(runs, path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for mode, rows in results.items():
+  for name, rows in runs.items():
     qps = [r["qps"] for r in rows]
     for key, style in (("p50_ms", "-o"), ("p99_ms", "--s")):
-      ax.plot(qps, [r[key] for r in rows], style,
-              label=f"batching {mode}, {key[:3]}")
+      ax.plot(qps, [r[key] for r in rows], style, label=f"{name}, {key[:3]}")
     for r in rows:
       ax.annotate(str(r["concurrency"]), (r["qps"], r["p99_ms"]),
                   fontsize=7, textcoords="offset points", xytext=(3, 3))
@@ -245,47 +256,66 @@ def main(argv):
   servable = load_in_process()
   for feed in inputs[:20]:  # Warm-up.
     servable.run(servable.signature(""), feed)
-  results, overhead, peak_rss = {}, None, {}
-  progress = tqdm(total=len(FLAGS.modes) * len(levels), desc="levels")
+  models = [FLAGS.model_base_path] + ([FLAGS.compare_model_base_path]
+                                      if FLAGS.compare_model_base_path else [])
+  labels = FLAGS.labels[:len(models)]
+  # results[label][mode] = one row per concurrency level.
+  results = {label: {} for label in labels}
+  peak_rss = {label: {} for label in labels}
+  overhead = None
+  progress = tqdm(total=len(models) * len(FLAGS.modes) * len(levels),
+                  desc="levels")
   for mode in FLAGS.modes:
-    process, port = start_server(batching=mode == "on")
+    servers, channels, stubs = [], [], []
     try:
-      channel = grpc.insecure_channel(f"localhost:{port}")
-      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-      for request in requests[:20]:  # Warm-up.
-        stub.Predict(request, 60)
+      for path in models:
+        servers.append(start_server(batching=mode == "on",
+                                    model_base_path=path))
+        channels.append(grpc.insecure_channel(f"localhost:{servers[-1][1]}"))
+        stubs.append(prediction_service_pb2_grpc.PredictionServiceStub(
+            channels[-1]))
+        for request in requests[:20]:  # Warm-up.
+          stubs[-1].Predict(request, 60)
       if mode == "off":
-        overhead = overhead_pairs(stub, servable, inputs, requests,
+        overhead = overhead_pairs(stubs[0], servable, inputs, requests,
                                   FLAGS.seconds_per_level)
-      rows = []
+      for label in labels:
+        results[label][mode] = []
       for concurrency in levels:
-        latencies, errors, elapsed = closed_loop(
-            stub, requests, concurrency, FLAGS.seconds_per_level)
-        row = {"concurrency": concurrency,
-               "qps": len(latencies) / elapsed,
-               "p50_ms": 1e3 * np.percentile(latencies, 50),
-               "p99_ms": 1e3 * np.percentile(latencies, 99),
-               "errors": errors}
-        rows.append(row)
-        logging.info("batching %s: %s", mode, row)
-        progress.update()
-      results[mode] = rows
-      peak_rss[mode] = _peak_rss_bytes(process.pid)
-      channel.close()
+        for label, stub in zip(labels, stubs):
+          latencies, errors, elapsed = closed_loop(
+              stub, requests, concurrency, FLAGS.seconds_per_level)
+          row = {"concurrency": concurrency,
+                 "qps": len(latencies) / elapsed,
+                 "p50_ms": 1e3 * np.percentile(latencies, 50),
+                 "p99_ms": 1e3 * np.percentile(latencies, 99),
+                 "errors": errors}
+          results[label][mode].append(row)
+          logging.info("%s, batching %s: %s", label, mode, row)
+          progress.update()
+      for label, (process, _) in zip(labels, servers):
+        peak_rss[label][mode] = _peak_rss_bytes(process.pid)
     finally:
-      process.send_signal(signal.SIGTERM)
-      process.wait(60)
+      for channel in channels:
+        channel.close()
+      for process, _ in servers:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
   progress.close()
+  # Table and plot rows: "batching off", or "cpu, batching off" for two.
+  runs = {(f"{label}, " if len(labels) > 1 else "") + f"batching {mode}": rows
+          for label, by_mode in results.items()
+          for mode, rows in by_mode.items()}
 
-  print("| batching | clients | req/s | p50 ms | p99 ms | errors |")
+  print("| run | clients | req/s | p50 ms | p99 ms | errors |")
   print("| --- | ---: | ---: | ---: | ---: | ---: |")
-  for mode, rows in results.items():
+  for name, rows in runs.items():
     for r in rows:
-      print(f"| {mode} | {r['concurrency']} | {r['qps']:.1f} | "
+      print(f"| {name} | {r['concurrency']} | {r['qps']:.1f} | "
             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
-  for mode, rows in results.items():
+  for name, rows in runs.items():
     within = [r["qps"] for r in rows if r["p99_ms"] <= FLAGS.latency_budget_ms]
-    print(f"batching {mode}: max throughput with p99 <= "
+    print(f"{name}: max throughput with p99 <= "
           f"{FLAGS.latency_budget_ms:g} ms: "
           + (f"{max(within):.1f} req/s" if within else "none"))
   if overhead is not None:
@@ -294,9 +324,10 @@ def main(argv):
           f"in-process p50 {local_p50:.2f} ms, served p50 {served_p50:.2f} "
           f"ms: server overhead {served_p50 - local_p50:.2f} ms")
   if FLAGS.plot:
-    _plot(results, FLAGS.plot)
-  if FLAGS.json_output:
-    _write_json(FLAGS.json_output, results, peak_rss, servable)
+    _plot(runs, FLAGS.plot)
+  if FLAGS.json_output:  # the first model's
+    _write_json(FLAGS.json_output, results[labels[0]], peak_rss[labels[0]],
+                servable)
 
 
 if __name__ == "__main__":
