@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from dataset_testlib import write_manifest_log
 from tf_genrec.data.amazon import DEFAULT_DATA_DIR, load_dataset
 from tf_genrec.data.dataset import MIN_HISTORY, ItemInfo
 from tf_genrec.data.events import TEXT_FIELDS
@@ -115,27 +116,7 @@ def test_fields_actions_drops_and_tie_order(tmp_path, caplog):
   where load_event_dataset keeps log order."""
   data = tmp_path / "log"
   data.mkdir()
-  # Catalogue order fixes the dense ids: A=0, B=1, C=2.
-  (data / "catalogue.csv").write_text(
-      "sku,title\nA,Lamp\nB,Pen\nC,Cup\n", encoding="utf-8")
-  (data / "log.csv").write_text("\n".join([
-      "uid,sku,ts,kind",
-      "alice,A,30,click",
-      "bob,B,5,click",
-      "alice,B,10,click",
-      "alice,C,10,buy",  # not a kept action
-      "alice,Z,11,click",  # not in the catalogue
-      "carol,C,2,click",
-      "alice,C,20,click",
-      "bob,A,6,view",  # not a kept action: bob keeps 1 event and goes
-      "bob,C,7,view",
-      "carol,A,2,click",  # same time as carol's C
-      "carol,B,1,click"]) + "\n", encoding="utf-8")
-  (data / "dataset.json").write_text(json.dumps({
-      "events": "log.csv", "items": "catalogue.csv",
-      "fields": {"user_id": "uid", "item_id": "sku", "timestamp": "ts",
-                 "action_type": "kind"},
-      "actions": ["click"]}), encoding="utf-8")
+  write_manifest_log(data)
   output = tmp_path / "out"
   report = write_user_histories(UserHistoriesOptions(
       data_dir=str(data), output_dir=str(output)))
@@ -145,13 +126,14 @@ def test_fields_actions_drops_and_tie_order(tmp_path, caplog):
       [1, 2, 0], [1, 2, 0]]  # carol's tie: C before A, as in the log
   assert {k: report[k] for k in ("events_read", "unknown_item_events",
                                  "short_users", "users")} == {
-      "events_read": 11, "unknown_item_events": 1, "short_users": 1,
+      "events_read": 10, "unknown_item_events": 1, "short_users": 1,
       "users": 2}
   assert "dropped 1 events of items not in the catalogue" in caplog.text
   with open(glob.glob(str(output / "items-*.jsonl"))[0],
             encoding="utf-8") as f:
     assert records.item_from_json(f.readline()) == (
-        0, ItemInfo(title="Lamp", description="", brand="", categories=""))
+        0, ItemInfo(title="Lamp", description="", brand="",
+                    categories="home"))
 
 
 def test_refuses_the_bundled_layout_and_negative_shards(tmp_path):
