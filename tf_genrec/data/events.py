@@ -13,7 +13,9 @@ batch of raw rows at a time; what it keeps per event is three numbers (user,
 item, time: 16 bytes), sorted per user at the end into one flat array of
 items and one of times (data/ragged.py), 16 bytes per event. Events of items missing
 from the catalogue and users with fewer than MIN_HISTORY events are dropped
-(and counted in the log).
+(and counted in the log). For logs larger than memory, the Beam job
+pipelines/user_histories.py groups the events out of core with the same
+readers (`EventReader.columns` / `batches`) and `dense_events`.
 """
 import abc
 import csv
