@@ -143,3 +143,12 @@ def test_refuses_the_bundled_layout_and_negative_shards(tmp_path):
   with pytest.raises(OptionsError, match="num_shards must be >= 0, got -1"):
     write_user_histories(UserHistoriesOptions(data_dir=str(tmp_path),
                                               num_shards=-1))
+
+
+def test_recall_lines_keep_string_and_int_user_ids(tmp_path):
+  (tmp_path / "recall-00000-of-00001.jsonl").write_text(
+      records.recall_to_json("user-7", [3, 1], [0.5, 0.25]) + "\n" +
+      records.recall_to_json(np.int64(7), [2], [1.0]) + "\n")
+  got = records.read_recall_shards(str(tmp_path / "recall-*.jsonl"))
+  assert sorted(got, key=str) == [7, "user-7"]
+  np.testing.assert_array_equal(got["user-7"][0], [3, 1])
