@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import graphs
+from dataset_testlib import write_manifest_log
 from tf_genrec.data import events
 from tf_genrec.data.amazon import REPO_ROOT, leave_one_out, load_dataset
 from tf_genrec.data.dataset import Dataset
@@ -96,27 +97,9 @@ def _write(path, text):
 
 
 def test_manifest_fields_actions_and_drops(tmp_path):
-  # Catalogue order fixes the dense ids: A=0, B=1, C=2.
-  _write(tmp_path / "catalogue.csv",
-         "sku,title,category\nA,Lamp,home\nB,Pen,office\nC,Cup,home\n")
-  _write(tmp_path / "log.csv", "\n".join([
-      "uid,sku,ts,kind",
-      "alice,A,30,click",
-      "bob,B,5,click",
-      "alice,B,10,click",
-      "alice,C,10,buy",  # not a kept action
-      "alice,Z,11,click",  # not in the catalogue
-      "carol,C,2,click",
-      "alice,C,20,click",
-      "bob,A,6,view",  # not a kept action: bob keeps 1 event and goes
-      "carol,A,2,click",  # same time as carol's C: log order kept
-      "carol,B,1,click"]) + "\n")
-  _write(tmp_path / "dataset.json", json.dumps({
-      "events": "log.csv", "items": "catalogue.csv",
-      "fields": {"user_id": "uid", "item_id": "sku", "timestamp": "ts",
-                 "action_type": "kind"},
-      "actions": ["click"]}))
+  write_manifest_log(tmp_path)
   loaded = load_dataset(str(tmp_path))
+  # carol's C and A share a timestamp: log order kept.
   assert [h.tolist() for h in loaded.histories] == [[1, 2, 0], [1, 2, 0]]
   assert [t.tolist() for t in loaded.timestamps] == [[10, 20, 30], [1, 2, 2]]
   assert loaded.items[0].categories == "home"

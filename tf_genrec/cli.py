@@ -22,6 +22,7 @@ COMMANDS = {
     "client": "client",
     "beam_build_sids": "beam_build_sids",
     "beam_batch_recall": "beam_batch_recall",
+    "beam_user_histories": "beam_user_histories",
     "capacity_plan": "capacity_plan",
     "convert": "convert_data",
 }

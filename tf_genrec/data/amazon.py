@@ -23,7 +23,7 @@ import numpy as np
 from tf_genrec.data.dataset import MIN_HISTORY, Dataset, ItemInfo
 from tf_genrec.data.events import load_event_dataset
 from tf_genrec.data.ragged import Ragged
-from tf_genrec.data.spec import parse_data_spec
+from tf_genrec.data.spec import DataSpec, parse_data_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = "../shared/datasets/amazon-scientific"
@@ -74,12 +74,21 @@ def is_bundled_layout(data_dir=None) -> bool:
   return root.is_dir() and any(root.glob("*" + INTER_SUFFIX))
 
 
+def event_log_spec(data_dir=None) -> DataSpec:
+  """The event log `--data_dir` names (spec.py); the bundled layout is not
+  one."""
+  if is_bundled_layout(data_dir):
+    raise ValueError(f"{resolve_data_dir(data_dir)} is the bundled layout, "
+                     "not an event log; `tf-genrec convert --to=parquet` "
+                     "writes it as one")
+  return parse_data_spec(str(data_dir or DEFAULT_DATA_DIR), REPO_ROOT)
+
+
 def load_dataset(data_dir=None) -> Dataset:
   """The dataset `--data_dir` names: bundled layout or event log (spec.py)."""
   if is_bundled_layout(data_dir):
     return _load_bundled(resolve_data_dir(data_dir))
-  return load_event_dataset(
-      parse_data_spec(str(data_dir or DEFAULT_DATA_DIR), REPO_ROOT))
+  return load_event_dataset(event_log_spec(data_dir))
 
 
 def _load_bundled(root: Path) -> Dataset:

@@ -13,7 +13,9 @@ batch of raw rows at a time; what it keeps per event is three numbers (user,
 item, time: 16 bytes), sorted per user at the end into one flat array of
 items and one of times (data/ragged.py), 16 bytes per event. Events of items missing
 from the catalogue and users with fewer than MIN_HISTORY events are dropped
-(and counted in the log).
+(and counted in the log). For logs larger than memory, the Beam job
+pipelines/user_histories.py groups the events out of core with the same
+readers (`EventReader.columns` / `batches`) and `dense_events`.
 """
 import abc
 import csv
@@ -69,6 +71,9 @@ class EventReader(abc.ABC):
                          "expected an integer" + (
                              "" if field == "timestamp" else " or a string"))
       self.dtypes[field] = dtype
+    if spec.actions and "action_type" not in self.dtypes:
+      raise ValueError(f"actions {spec.actions} given but the events have "
+                       f"no {spec.field('action_type')!r} field")
 
   @abc.abstractmethod
   def _schema(self) -> dict:
@@ -76,8 +81,14 @@ class EventReader(abc.ABC):
     unsupported, its type as the format names it)."""
 
   @abc.abstractmethod
-  def batches(self) -> tf.data.Dataset:
-    """Dicts of [<= BATCH_SIZE] tensors keyed by the event fields."""
+  def columns(self, records) -> dict:
+    """A batch of the format's raw records (serialized Examples, a pyarrow
+    table, CSV lines without the header) -> {event field: [n] column}."""
+
+  @abc.abstractmethod
+  def batches(self, files=None) -> tf.data.Dataset:
+    """Dicts of [<= BATCH_SIZE] tensors keyed by the event fields, from
+    `files` (default: all of the log's)."""
 
 
 class TFRecordEvents(EventReader):
@@ -94,18 +105,16 @@ class TFRecordEvents(EventReader):
     return {name: (kinds.get(f.WhichOneof("kind")), f.WhichOneof("kind"))
             for name, f in features.items()}
 
-  def batches(self):
-    features = {self.spec.field(f): tf.io.FixedLenFeature([], dtype)
-                for f, dtype in self.dtypes.items()}
-    names = {f: self.spec.field(f) for f in self.dtypes}
+  def columns(self, records):
+    parsed = tf.io.parse_example(records, {
+        self.spec.field(f): tf.io.FixedLenFeature([], dtype)
+        for f, dtype in self.dtypes.items()})
+    return {f: parsed[self.spec.field(f)] for f in self.dtypes}
 
-    def parse(serialized):
-      parsed = tf.io.parse_example(serialized, features)
-      return {f: parsed[name] for f, name in names.items()}
-
-    return (tf.data.TFRecordDataset(self.files,
+  def batches(self, files=None):
+    return (tf.data.TFRecordDataset(files or self.files,
                                     compression_type=self._compression)
-            .batch(BATCH_SIZE).map(parse))
+            .batch(BATCH_SIZE).map(self.columns))
 
 
 class ParquetEvents(EventReader):
@@ -121,19 +130,21 @@ class ParquetEvents(EventReader):
                      else None, arrow_type)
     return types
 
-  def batches(self):
-    fields = list(self.dtypes)
-    columns = [self.spec.field(f) for f in fields]
+  def columns(self, records):
+    return {f: records.column(self.spec.field(f)).to_numpy(
+        zero_copy_only=False) for f in self.dtypes}
+
+  def batches(self, files=None):
+    names = [self.spec.field(f) for f in self.dtypes]
 
     def generate():
-      for path in self.files:
+      for path in files or self.files:
         for batch in pq.ParquetFile(path).iter_batches(BATCH_SIZE,
-                                                       columns=columns):
-          yield {f: batch.column(i).to_numpy(zero_copy_only=False)
-                 for i, f in enumerate(fields)}
+                                                       columns=names):
+          yield self.columns(batch)
 
     return tf.data.Dataset.from_generator(generate, output_signature={
-        f: tf.TensorSpec([None], self.dtypes[f]) for f in fields})
+        f: tf.TensorSpec([None], dtype) for f, dtype in self.dtypes.items()})
 
 
 class CsvEvents(EventReader):
@@ -150,11 +161,21 @@ class CsvEvents(EventReader):
     return {name: (_id_dtype([value]), repr(value))
             for name, value in zip(self._header, first)}
 
-  def batches(self):
+  def columns(self, records):
+    rows = [row for row in csv.reader(records) if row]
+    out = {}
+    for f, dtype in self.dtypes.items():
+      at = self._header.index(self.spec.field(f))
+      values = [row[at] for row in rows]
+      out[f] = (np.array(values, np.int64) if dtype == tf.int64 else
+                np.array(values, object))
+    return out
+
+  def batches(self, files=None):
     columns = {f: self._header.index(self.spec.field(f)) for f in self.dtypes}
     fields = sorted(columns, key=columns.get)  # CsvDataset keeps file order
     records = tf.data.experimental.CsvDataset(
-        self.files, [self.dtypes[f] for f in fields], header=True,
+        files or self.files, [self.dtypes[f] for f in fields], header=True,
         select_cols=[columns[f] for f in fields])
     return records.batch(BATCH_SIZE).map(
         lambda *values: dict(zip(fields, values)))
@@ -266,21 +287,13 @@ class _UserIndex:
     return dense[inverse.reshape(-1)]
 
 
-def read_events(spec: DataSpec, item_ids: np.ndarray):
-  """Streams the log -> (users, items, timestamps) dense arrays, file order.
-
-  Also returns the number of events dropped for an item outside the
-  catalogue.
-  """
-  reader = EVENT_READERS[spec.events_format](spec)
-  dtypes = reader.dtypes
+def dense_events(spec: DataSpec, dtypes: dict, item_ids: np.ndarray):
+  """-> a function: raw event columns (EventReader.columns) -> {"user",
+  "item" (dense id, -1 if not in the catalogue), "time"} tensors of the
+  events whose action spec.actions keeps."""
   lookup = _item_lookup(item_ids, dtypes["item_id"])
-  keep = None
-  if spec.actions:
-    if "action_type" not in dtypes:
-      raise ValueError(f"actions {spec.actions} given but the events have "
-                       f"no {spec.field('action_type')!r} field")
-    keep = _action_filter(spec.actions, dtypes["action_type"])
+  keep = (_action_filter(spec.actions, dtypes["action_type"])
+          if spec.actions else None)
 
   def dense(batch):
     mask = tf.ones_like(batch["timestamp"], tf.bool)
@@ -291,6 +304,17 @@ def read_events(spec: DataSpec, item_ids: np.ndarray):
             "item": tf.boolean_mask(items, mask),
             "time": tf.boolean_mask(batch["timestamp"], mask)}
 
+  return dense
+
+
+def read_events(spec: DataSpec, item_ids: np.ndarray):
+  """Streams the log -> (users, items, timestamps) dense arrays, file order.
+
+  Also returns the number of events dropped for an item outside the
+  catalogue.
+  """
+  reader = EVENT_READERS[spec.events_format](spec)
+  dense = dense_events(spec, reader.dtypes, item_ids)
   users_index = _UserIndex()
   users, items, times = [], [], []
   dropped = 0

@@ -1,4 +1,5 @@
-"""Offline jobs on Apache Beam: the item table and batch recall at scale.
+"""Offline jobs on Apache Beam: user histories from an event log, the item
+table and batch recall at scale.
 
 The transforms only distribute the single-machine library (text encoders,
 RQ-VAE, collision handling, the exported recall SavedModel); they run on any

@@ -2,7 +2,8 @@
 
 Inputs are JSON Lines so any runner can split them: items
 `{"item_id": 7, "title": ..., "description": ..., "brand": ..., "categories": ...}`
-and users `{"user_id": 3, "item_ids": [...]}` (oldest first). Outputs:
+and users `{"user_id": 3, "item_ids": [...]}` (oldest first; a user id is
+an int or, as an event log may name users, a string). Outputs:
 item-table shards in the item table format (tables/item_table.py), embedding
 shards `item_id<TAB>v_0 v_1 ...` (float32 exactly, `%.9g`) and recall shards
 `{"user_id": 3, "item_ids": [...], "scores": [...]}`.
@@ -32,18 +33,24 @@ def item_from_json(line: str):
   return int(record["item_id"]), ItemInfo(**fields)
 
 
-def user_to_json(user_id: int, history) -> str:
-  return json.dumps({"user_id": int(user_id),
+def _user_id(user_id):
+  """String user ids stay strings; any other id is an int."""
+  return str(user_id) if isinstance(user_id, str) else int(user_id)
+
+
+def user_to_json(user_id, history) -> str:
+  return json.dumps({"user_id": _user_id(user_id),
                      "item_ids": [int(i) for i in history]})
 
 
 def user_from_json(line: str):
-  """-> (user_id, int64 history, oldest first)."""
+  """-> (user_id int or str, int64 history, oldest first)."""
   record = json.loads(line)
   for field in ("user_id", "item_ids"):
     if field not in record:
       raise ValueError(f"user record without {field}: {line[:200]!r}")
-  return int(record["user_id"]), np.asarray(record["item_ids"], np.int64)
+  return (_user_id(record["user_id"]),
+          np.asarray(record["item_ids"], np.int64))
 
 
 def write_dataset_jsonl(dataset, output_dir, num_shards: int = 4):
@@ -108,14 +115,15 @@ def merge_item_table_shards(pattern, output_path):
   return read_item_table(output_path)
 
 
-def recall_to_json(user_id: int, item_ids, scores) -> str:
-  return json.dumps({"user_id": int(user_id),
+def recall_to_json(user_id, item_ids, scores) -> str:
+  return json.dumps({"user_id": _user_id(user_id),
                      "item_ids": [int(i) for i in item_ids],
                      "scores": [float(s) for s in scores]})
 
 
 def read_recall_shards(pattern) -> dict:
-  """Recall shards -> {user_id: (item ids int64, scores float32)}."""
+  """Recall shards -> {user_id (int or str): (item ids int64, scores
+  float32)}."""
   out = {}
   for line in _shard_lines(pattern):
     record = json.loads(line)
