@@ -118,7 +118,8 @@ def export_toy_model(base_path, version, warmup_inputs=(), model_name="toy",
 
 def in_process(path, inputs):
   """The independent reference: the SavedModel called directly."""
-  fn = tf.saved_model.load(path).signatures["serving_default"]
+  loaded = tf.saved_model.load(path)  # owns the resources fn uses
+  fn = loaded.signatures["serving_default"]
   feeds = {k: tf.constant(v) for k, v in inputs.items()}
   feeds.setdefault("beam_width", tf.constant([2]))
   feeds.setdefault("top_n", tf.constant([4]))

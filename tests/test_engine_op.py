@@ -16,6 +16,7 @@ from test_beam_search import (K, L, SID_OFFSET, _check_against,
                               _stepwise_beam_search)
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
+from tf_genrec.evaluation import saved_model_recall
 from tf_genrec.generation.beam_search import BeamSearchGenerator
 from tf_genrec.generation.engine_generator import EngineGenerator
 from tf_genrec.generation.trie import SemanticIdTrie
@@ -218,3 +219,29 @@ def test_exported_recall_model_with_cpu_engine_matches_tf(tmp_path):
     np.testing.assert_array_equal(served[key], native[key])
   np.testing.assert_allclose(served["scores"], native["scores"], atol=TOL,
                              rtol=0)
+
+
+def test_evaluation_keeps_the_engine_alive(tmp_path, monkeypatch):
+  """The evaluation tools run a loaded SavedModel's signature batch after
+  batch: the loaded object, which owns the engine, must outlive them even
+  when the garbage collector runs between batches (as `tf-genrec demo`'s
+  evaluation found)."""
+  a = tiny_recall_assets(tmp_path)
+  paths = {}
+  for engine in ("tf", "cpu"):
+    model = build_generative_recall(a["config"], a["ckpt"], a["table_path"],
+                                    engine=engine)
+    paths[engine] = export_saved_model(model, str(tmp_path / engine), 1)
+    del model
+  histories = [a["item_ids"][:3], a["item_ids"][3:6], a["item_ids"][1:5]]
+  requests = saved_model_recall.history_requests
+
+  def collecting(chunk):
+    gc.collect()
+    return requests(chunk)
+
+  monkeypatch.setattr(saved_model_recall, "history_requests", collecting)
+  got = {engine: saved_model_recall.recall_saved_model(
+      path, histories, beam_width=4, top_n=5, batch_size=1)
+         for engine, path in paths.items()}
+  np.testing.assert_array_equal(got["cpu"], got["tf"])

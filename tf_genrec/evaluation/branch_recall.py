@@ -30,7 +30,8 @@ def rank_branches(export_dir, histories, batch_size=64):
   """({branch name | "merged": [U, N] item ids}, the merged list's producing
   branch [U, N], {branch name: [U, N_i] scores})."""
   names = branch_names(export_dir)
-  fn = tf.saved_model.load(export_dir).signatures[BRANCHES_SIGNATURE]
+  loaded = tf.saved_model.load(export_dir)  # owns the resources fn uses
+  fn = loaded.signatures[BRANCHES_SIGNATURE]
   lists = {name: [] for name in names + [MERGED]}
   scores = {name: [] for name in names}
   producer = []

@@ -33,7 +33,10 @@ def history_requests(histories):
 def recall_saved_model(export_dir, histories, beam_width, top_n,
                        batch_size=64):
   """Runs serving_default over histories -> [num_users, top_n] item ids."""
-  serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+  # The loaded object owns the model's resources (an engine op's engine is
+  # destroyed with it), so it stays referenced while its signature runs.
+  loaded = tf.saved_model.load(export_dir)
+  serve = loaded.signatures["serving_default"]
   ranked = []
   for start in tqdm(range(0, len(histories), batch_size), desc="recall",
                     unit="batch"):
