@@ -116,6 +116,9 @@ def main(argv):
         f"--item_table={item_table}", f"--export_base_path={base_path}",
         f"--model_name={MODEL_NAME}", "--version=1",
         f"--max_beam_width={beam_width}", f"--default_beam_width={beam_width}",
+        # The C++ engine op: faster than the TF-native generator side by
+        # side (docs/benchmarks.md, "Generator engine op").
+        "--engine=cpu",
         # Recommend what the user has not clicked yet (docs/quality.md).
         "--default_top_n=50", "--exclude_history"], "export")
   export_dir = os.path.join(base_path, "1")
