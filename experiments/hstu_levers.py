@@ -20,8 +20,9 @@ from tf_genrec.data.amazon import load_dataset, leave_one_out
 from tf_genrec.training.hstu_comparison import HSTUComparisonOptions
 from tf_genrec.training.hstu_retrieval import train_hstu_retrieval
 
-# Round 1 against the defaults; round 2 on round 1's winner (every item as
-# a negative); round 3 on round 2's (dropout 0.5).
+# Round 1 against the defaults of then; round 2 on round 1's winner (every
+# item as a negative); round 3 on round 2's (dropout 0.5). Round 3's winner
+# became the defaults, so round 4's variants ("round4/...") start from it.
 _ALL = {"num_negatives": 0}
 _R2 = {**_ALL, "dropout": 0.5}
 VARIANTS = {
@@ -36,6 +37,10 @@ VARIANTS = {
     "negatives_all+dropout_0.5+temperature_0.1": {**_R2, "temperature": 0.1},
     "negatives_all+dropout_0.5+width_128": {
         **_R2, "hidden_dim": 128, "attention_dim": 64, "linear_dim": 64},
+    "round4/layers_4": {"num_layers": 4},
+    "round4/temperature_0.1": {"temperature": 0.1},
+    "round4/heads_4": {"num_heads": 4, "attention_dim": 32, "linear_dim": 32},
+    "round4/batch_256": {"batch_size": 256},
 }
 
 flags.DEFINE_string("data_dir", "../shared/datasets/amazon-scientific",
