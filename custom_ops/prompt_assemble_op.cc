@@ -32,6 +32,8 @@ REGISTER_OP("GenrecPromptAssemble")
     .Attr("pad_token_id: int = 0")
     .Attr("max_prompt_len: int >= 1")
     .Attr("truncate: bool = false")
+    .Attr("full_items: int >= 0 = 0")
+    .Attr("old_item_levels: int >= 1 = 1")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle codes, codes_lengths, context, context_lengths;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &codes));
@@ -52,7 +54,9 @@ Builds generator prompts from semantic-ID histories.
 
 prompt = prefix_ids + context + SID(item_1) + separator_ids + SID(item_2) + ...
 + SID(item_n) + suffix_ids, where SID(item) is its L tokens and the token of
-code c at level l is sid_offset + l * codebook_size + c.
+code c at level l is sid_offset + l * codebook_size + c. With full_items > 0
+the prompt is compressed: only the last full_items items keep all L levels,
+older ones their first min(old_item_levels, L) (the coarse codes).
 
 codes: [B, T, L] history codes, oldest first; rows t < codes_lengths[b] are
   read and must be in [0, codebook_size).
@@ -72,6 +76,8 @@ max_prompt_len: longest allowed prompt.
 truncate: if false a longer prompt is an InvalidArgument naming the row; if
   true the oldest history items are dropped (whole items) until it fits, and
   it is an error only if it does not fit with zero items.
+full_items: the most recent items written at full resolution; 0: every item.
+old_item_levels: levels kept of the items before them.
 )doc");
 
 class PromptAssembleOp : public OpKernel {
@@ -85,6 +91,8 @@ class PromptAssembleOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_token_id", &pad_token_id_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_prompt_len", &max_prompt_len_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("truncate", &truncate_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("full_items", &full_items_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("old_item_levels", &old_item_levels_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -139,7 +147,9 @@ class PromptAssembleOp : public OpKernel {
     // Pass 1: validate and decide how many items each row keeps.
     const int64_t fixed = prefix_.size() + suffix_.size();
     const int64_t sep_len = separator_.size();
-    const int64_t item_cost = num_levels + sep_len;
+    // The newest `full` items cost L tokens each, older ones `old_levels`.
+    const int64_t full = full_items_ > 0 ? full_items_ : num_items;
+    const int64_t old_levels = std::min<int64_t>(old_item_levels_, num_levels);
     std::vector<int64_t> first_item(batch), prompt_len(batch);
     int64_t longest = 0;
     for (int64_t b = 0; b < batch; ++b) {
@@ -170,9 +180,12 @@ class PromptAssembleOp : public OpKernel {
                         vocab_size, ")")));
       }
       const int64_t base = fixed + ctx_len(b);
-      // n items cost n * L + (n - 1) * |separator| tokens.
+      // The newest n items cost their levels + (n - 1) * |separator| tokens.
       auto length_with = [&](int64_t n) {
-        return n == 0 ? base : base + n * item_cost - sep_len;
+        if (n == 0) return base;
+        const int64_t n_full = std::min(n, full);
+        return base + n_full * num_levels + (n - n_full) * old_levels +
+               (n - 1) * sep_len;
       };
       int64_t n = hist_len(b);
       if (length_with(n) > max_prompt_len_) {
@@ -188,8 +201,12 @@ class PromptAssembleOp : public OpKernel {
                 "prompt of row ", b, " has length ", base,
                 " without any history item (", ctx_len(b),
                 " context tokens) > max_prompt_len=", max_prompt_len_)));
-        // Largest n with base + n*item_cost - |sep| <= max_prompt_len.
-        n = (max_prompt_len_ - base + sep_len) / item_cost;
+        // The largest n that fits: first among full items, then old ones.
+        n = std::min(full, (max_prompt_len_ - base + sep_len) /
+                               (num_levels + sep_len));
+        if (n == full) {
+          n += (max_prompt_len_ - length_with(n)) / (old_levels + sep_len);
+        }
       }
       first_item[b] = hist_len(b) - n;
       prompt_len[b] = length_with(n);
@@ -216,7 +233,9 @@ class PromptAssembleOp : public OpKernel {
           if (t > first_item[b]) {
             p = std::copy(separator_.begin(), separator_.end(), p);
           }
-          for (int64_t l = 0; l < num_levels; ++l) {
+          const int64_t levels =
+              hist_len(b) - t <= full ? num_levels : old_levels;
+          for (int64_t l = 0; l < levels; ++l) {
             *p++ = static_cast<int32_t>(sid_offset_ + l * codebook_size_ +
                                         codes_t(b, t, l));
           }
@@ -239,6 +258,8 @@ class PromptAssembleOp : public OpKernel {
   int32_t pad_token_id_;
   int64_t max_prompt_len_;
   bool truncate_;
+  int64_t full_items_;
+  int64_t old_item_levels_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("GenrecPromptAssemble").Device(DEVICE_CPU),

@@ -8,17 +8,21 @@ import numpy as np
 import pytest
 
 import graphs
-from tf_genrec.builders.export_recall import ExportOptions, export_recall_model
+from tf_genrec.builders.export_recall import (ExportOptions,
+                                              export_recall_model,
+                                              graph_config, prompt_spec)
 from tf_genrec.generation.generation_config import (load_prompt_spec,
                                                     load_sid_softmax,
                                                     resolve_prompt_spec,
                                                     save_prompt_spec,
                                                     save_sid_softmax)
 from tf_genrec.options import OptionsError
-from tf_genrec.tables.item_table import write_item_table
+from tf_genrec.tables.item_table import read_item_table, write_item_table
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-DEFAULTS = {"scene": "ad_recall", "codebook_size": 256, "max_history": 50}
+DEFAULTS = {"scene": "ad_recall", "codebook_size": 256, "max_history": 50,
+            "full_items": 0, "old_item_levels": 1}
+UNCOMPRESSED = {"full_items": 0, "old_item_levels": 1}
 
 
 def test_writers_keep_each_others_values(tmp_path):
@@ -28,7 +32,7 @@ def test_writers_keep_each_others_values(tmp_path):
   assert load_sid_softmax(tmp_path) == "trie"
   assert load_prompt_spec(tmp_path) == {"scene": "search_recall",
                                         "num_levels": 3, "codebook_size": 8,
-                                        "max_history": 6}
+                                        "max_history": 6, **UNCOMPRESSED}
 
 
 def test_export_takes_the_trained_prompt_without_flags(tmp_path):
@@ -37,13 +41,26 @@ def test_export_takes_the_trained_prompt_without_flags(tmp_path):
            "max_history": None}
   spec = resolve_prompt_spec(tmp_path, given, DEFAULTS)
   assert spec == {"scene": "search_recall", "num_levels": 3,
-                  "codebook_size": 8, "max_history": 6}
+                  "codebook_size": 8, "max_history": 6, **UNCOMPRESSED}
   # Agreeing flags are fine; an old checkpoint (no record) takes defaults.
   agreeing = dict(given, codebook_size=8, scene="search_recall")
   assert resolve_prompt_spec(tmp_path, agreeing, DEFAULTS) == spec
   assert resolve_prompt_spec(tmp_path / "missing", given, DEFAULTS) == {
       "scene": "ad_recall", "num_levels": 3, "codebook_size": 256,
-      "max_history": 50}
+      "max_history": 50, **UNCOMPRESSED}
+
+
+def test_export_builds_the_trained_compressed_prompt(tmp_path):
+  save_prompt_spec(tmp_path, "ad_recall", 3, 8, 6, full_items=2,
+                   old_item_levels=1)
+  table = tmp_path / "item_table.tsv"
+  write_item_table(str(table), np.arange(2), np.array([[0, 1, 2], [1, 2, 3]]),
+                   np.ones(2), codebook_size=8)
+  options = ExportOptions(checkpoint_dir=str(tmp_path), item_table=str(table),
+                          export_base_path=str(tmp_path / "export"))
+  spec = prompt_spec(options, read_item_table(str(table)))
+  template = graph_config(options, spec).template
+  assert (template.full_items, template.old_item_levels) == (2, 1)
 
 
 @pytest.mark.parametrize("key,value,trained", [

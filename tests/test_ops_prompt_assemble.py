@@ -11,8 +11,10 @@ TEMPLATE = dict(prefix_ids=(1, 2, 3), separator_ids=(4,), suffix_ids=(5, 6),
 
 def reference(codes, codes_lengths, context, context_lengths, *, prefix_ids,
               separator_ids, suffix_ids, sid_offset, codebook_size,
-              pad_token_id, max_prompt_len, truncate):
-  """Builds each prompt token by token; truncation drops the oldest items."""
+              pad_token_id, max_prompt_len, truncate, full_items=0,
+              old_item_levels=1):
+  """Builds each prompt token by token; truncation drops the oldest items,
+  compression keeps old_item_levels codes of all but the last full_items."""
   prompts = []
   for b, n in enumerate(codes_lengths):
     items = [list(codes[b, t]) for t in range(n)]
@@ -21,6 +23,8 @@ def reference(codes, codes_lengths, context, context_lengths, *, prefix_ids,
       for i, item in enumerate(items):
         if i:
           prompt += separator_ids
+        if full_items and len(items) - i > full_items:
+          item = item[:old_item_levels]
         prompt += [sid_offset + l * codebook_size + c
                    for l, c in enumerate(item)]
       prompt += suffix_ids
@@ -36,11 +40,17 @@ def reference(codes, codes_lengths, context, context_lengths, *, prefix_ids,
   return out, np.array([len(p) for p in prompts], np.int32)
 
 
-@pytest.mark.parametrize("seed,truncate,max_prompt_len,context_width", [
-    (0, False, 1000, 5), (1, True, 40, 5), (2, True, 23, 0), (3, True, 60, 9),
-])
+@pytest.mark.parametrize(
+    "seed,truncate,max_prompt_len,context_width,full_items,old_item_levels", [
+        (0, False, 1000, 5, 0, 1), (1, True, 40, 5, 0, 1),
+        (2, True, 23, 0, 0, 1), (3, True, 60, 9, 0, 1),
+        # Compressed: truncation lands among full items, among old ones.
+        (4, False, 1000, 5, 3, 1), (5, True, 40, 5, 5, 2),
+        (6, True, 60, 0, 2, 1), (7, True, 60, 9, 4, 9),
+    ])
 def test_matches_reference_on_random_histories(seed, truncate, max_prompt_len,
-                                               context_width):
+                                               context_width, full_items,
+                                               old_item_levels):
   rng = np.random.default_rng(seed)
   batch, width, levels = 40, 30, 4
   codes = rng.integers(0, 8, (batch, width, levels)).astype(np.int32)
@@ -48,14 +58,16 @@ def test_matches_reference_on_random_histories(seed, truncate, max_prompt_len,
   codes[np.arange(width)[None, :] >= codes_lengths[:, None]] = -1  # padding
   context = rng.integers(0, 42, (batch, context_width)).astype(np.int32)
   context_lengths = rng.integers(0, context_width + 1, batch).astype(np.int32)
-  attrs = dict(TEMPLATE, max_prompt_len=max_prompt_len, truncate=truncate)
+  attrs = dict(TEMPLATE, max_prompt_len=max_prompt_len, truncate=truncate,
+               full_items=full_items, old_item_levels=old_item_levels)
   got = ops.prompt_assemble(codes, codes_lengths, context, context_lengths,
                             **attrs)
   want = reference(codes, codes_lengths, context, context_lengths, **attrs)
   np.testing.assert_array_equal(got.input_ids.numpy(), want[0])
   np.testing.assert_array_equal(got.lengths.numpy(), want[1])
-  full = (5 + context_lengths + codes_lengths * 5 - (codes_lengths > 0))
-  assert (full > max_prompt_len).any() == truncate  # truncation is exercised
+  uncut = reference(codes, codes_lengths, context, context_lengths,
+                    **dict(attrs, max_prompt_len=10**6, truncate=False))[1]
+  assert (uncut > max_prompt_len).any() == truncate  # truncation is exercised
 
 
 def assemble(codes, n, **overrides):
@@ -93,6 +105,16 @@ def test_truncation_drops_whole_oldest_items():
                  truncate=True)
   assert out.input_ids.numpy().tolist() == [[1, 2, 3, 12, 20, 4, 13, 21, 5,
                                              6]]
+
+
+def test_compression_keeps_coarse_codes_of_old_items():
+  # Levels of the oldest of 3 items cut to 1; the newest 2 stay whole.
+  out = assemble([[1, 2], [3, 4], [5, 6]], 3, full_items=2)
+  assert out.input_ids.numpy().tolist() == [
+      [1, 2, 3, 11, 4, 13, 22, 4, 15, 24, 5, 6]]
+  # A returning user's prompt grows only past the compressed items.
+  grown = assemble([[1, 2], [3, 4], [5, 6], [7, 0]], 4, full_items=2)
+  assert grown.input_ids.numpy()[0, :6].tolist() == [1, 2, 3, 11, 4, 13]
 
 
 def test_too_long_without_truncate_names_row_and_lengths():
@@ -160,3 +182,7 @@ def test_bad_attrs_are_rejected():
                      match="max_prompt_len must be >= 1"):
     ops.prompt_assemble(**GOOD, sid_offset=10, codebook_size=8,
                         max_prompt_len=0)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="old_item_levels >= 1, got 3, 0"):
+    ops.prompt_assemble(**GOOD, sid_offset=10, codebook_size=8,
+                        max_prompt_len=50, full_items=3, old_item_levels=0)

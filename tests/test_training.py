@@ -36,15 +36,17 @@ def _tiny_model(vocab_size, seed=0):
       tie_word_embeddings=True), seed=seed)
 
 
-def test_training_prompts_are_serving_prompts(tmp_path):
-  """Real histories: training sequence = serving graph prompt + target SID."""
+@pytest.mark.parametrize("full_items", [0, 3])
+def test_training_prompts_are_serving_prompts(tmp_path, full_items):
+  """Real histories: training sequence = serving graph prompt + target SID,
+  compressed or not."""
   dataset = load_dataset()
   rng = np.random.default_rng(0)
   codes = rng.integers(0, K, (dataset.num_items, L))
   table_path = str(tmp_path / "item_table.tsv")
   write_item_table(table_path, np.arange(dataset.num_items), codes)
   config = graphs.get("ad_recall").graph_config(
-      num_levels=L, codebook_size=K, max_history=8)
+      num_levels=L, codebook_size=K, max_history=8, full_items=full_items)
   histories = [h for h in leave_one_out(dataset.histories).train[:200]
                if len(h) >= 2]
   sequences = build_sequences(histories, dict(enumerate(codes.tolist())),
@@ -54,7 +56,7 @@ def test_training_prompts_are_serving_prompts(tmp_path):
   behavior = BehaviorFeatures(config.behavior)
   encoder = SemanticIdEncoder(ItemTable(table_path, L, K), "drop")
   prompt = PromptBuilder(config.template)
-  checked = 0
+  checked = shorter = 0
   for h, seq in zip(histories, sequences):
     context = h[:-1]
     n = len(context)
@@ -70,7 +72,10 @@ def test_training_prompts_are_serving_prompts(tmp_path):
     np.testing.assert_array_equal(seq[-L:],
                                   config.template.sid_tokens(codes[h[-1]]))
     checked += 1
+    kept = min(n, config.behavior.max_len)  # prefix 7, ",", SIDs, ","s
+    shorter += len(seq) < 7 + kept * (L + 1) + L
   assert checked > 100
+  assert (shorter > 0) == (full_items > 0)  # compression took effect
 
 
 def test_sid_loss_matches_full_vocabulary_reference():

@@ -25,7 +25,8 @@ from tf_genrec.tables.item_vocabulary import read_item_vocabulary
 
 # For checkpoints that recorded no prompt (generation_config.py).
 _PROMPT_DEFAULTS = {"scene": "ad_recall", "codebook_size": 256,
-                    "max_history": 50}
+                    "max_history": 50, "full_items": 0,
+                    "old_item_levels": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +90,7 @@ class ExportOptions:
 
 
 def prompt_spec(options: ExportOptions, table) -> dict:
-  """The trained prompt (scene, L, K, max_history) from the checkpoint; an
+  """The trained prompt (PROMPT_KEYS) from the checkpoint; an
   option or item table that disagrees with it is an OptionsError naming
   both."""
   graph = options.graph
@@ -111,7 +112,9 @@ def graph_config(options: ExportOptions, spec):
                        f"{spec['graph']}")
   return graphs.get(spec["graph"]).graph_config(
       num_levels=spec["num_levels"], codebook_size=spec["codebook_size"],
-      max_history=spec["max_history"], max_beam_width=options.max_beam_width,
+      max_history=spec["max_history"], full_items=spec["full_items"],
+      old_item_levels=spec["old_item_levels"],
+      max_beam_width=options.max_beam_width,
       default_beam_width=options.default_beam_width,
       default_top_n=options.default_top_n,
       exclude_history=options.exclude_history, **scene)

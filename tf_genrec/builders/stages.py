@@ -56,7 +56,8 @@ class PromptBuilder(tf.Module):
         prefix_ids=t.prefix_ids, separator_ids=t.separator_ids,
         suffix_ids=t.suffix_ids, sid_offset=t.sid_offset,
         codebook_size=t.codebook_size, pad_token_id=t.pad_token_id,
-        max_prompt_len=t.max_prompt_len, truncate=t.truncate)
+        max_prompt_len=t.max_prompt_len, truncate=t.truncate,
+        full_items=t.full_items, old_item_levels=t.old_item_levels)
 
 
 class ItemRetriever(tf.Module):

@@ -25,7 +25,8 @@ def check_sid_softmax(value, where="sid_softmax"):
 
 _DEFAULT_SID_SOFTMAX = "level"  # checkpoints without the file were trained so
 # What the serving prompt depends on, recorded by `tf-genrec train`.
-PROMPT_KEYS = ("scene", "num_levels", "codebook_size", "max_history")
+PROMPT_KEYS = ("scene", "num_levels", "codebook_size", "max_history",
+               "full_items", "old_item_levels")
 
 
 def _path(model_dir):
@@ -58,11 +59,14 @@ def load_sid_softmax(model_dir) -> str:
 
 
 def save_prompt_spec(model_dir, scene: str, num_levels: int,
-                     codebook_size: int, max_history: int):
+                     codebook_size: int, max_history: int,
+                     full_items: int = 0, old_item_levels: int = 1):
   """Records the prompt a checkpoint was trained on (PROMPT_KEYS)."""
   _update(model_dir, {"scene": scene, "num_levels": int(num_levels),
                       "codebook_size": int(codebook_size),
-                      "max_history": int(max_history)})
+                      "max_history": int(max_history),
+                      "full_items": int(full_items),
+                      "old_item_levels": int(old_item_levels)})
 
 
 def load_prompt_spec(model_dir) -> dict:

@@ -128,7 +128,8 @@ def prompt_assemble(codes, codes_lengths, context_ids, context_lengths, *,
                     prefix_ids: Sequence[int] = (),
                     separator_ids: Sequence[int] = (),
                     suffix_ids: Sequence[int] = (), pad_token_id: int = 0,
-                    truncate: bool = False) -> Prompts:
+                    truncate: bool = False, full_items: int = 0,
+                    old_item_levels: int = 1) -> Prompts:
   """History codes (+ context tokens) -> prompts (GenrecPromptAssemble).
 
   prompt = prefix + context + sid(item_1) + separator + ... + sid(item_n) +
@@ -146,6 +147,9 @@ def prompt_assemble(codes, codes_lengths, context_ids, context_lengths, *,
     pad_token_id: left-padding token.
     truncate: drop the oldest whole items of a too long prompt instead of
       failing.
+    full_items: compression; only the last full_items items keep all L
+      levels, older ones their first old_item_levels (0: no compression).
+    old_item_levels: levels kept of items older than the last full_items.
 
   Returns:
     input_ids [B, P] left-padded with pad_token_id (P = longest prompt) and
@@ -156,6 +160,9 @@ def prompt_assemble(codes, codes_lengths, context_ids, context_lengths, *,
   if codebook_size < 1 or sid_offset < 0:
     raise _invalid(f"need codebook_size >= 1 and sid_offset >= 0, got "
                    f"{codebook_size}, {sid_offset}")
+  if full_items < 0 or old_item_levels < 1:
+    raise _invalid(f"need full_items >= 0 and old_item_levels >= 1, got "
+                   f"{full_items}, {old_item_levels}")
   return Prompts(*_lib.genrec_prompt_assemble(
       codes=_tensor(codes, tf.int32, "codes"),
       codes_lengths=_tensor(codes_lengths, tf.int32, "codes_lengths"),
@@ -165,7 +172,8 @@ def prompt_assemble(codes, codes_lengths, context_ids, context_lengths, *,
       separator_ids=[int(t) for t in separator_ids],
       suffix_ids=[int(t) for t in suffix_ids], sid_offset=int(sid_offset),
       codebook_size=int(codebook_size), pad_token_id=int(pad_token_id),
-      max_prompt_len=int(max_prompt_len), truncate=bool(truncate)))
+      max_prompt_len=int(max_prompt_len), truncate=bool(truncate),
+      full_items=int(full_items), old_item_levels=int(old_item_levels)))
 
 
 # Item table ops; tf_genrec.tables.item_table_resource.ItemTable wraps them.

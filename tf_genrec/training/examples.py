@@ -16,7 +16,7 @@ def _token_bound(lengths: np.ndarray, template: PromptTemplate,
                  max_history: int) -> int:
   """Tokens of the sequences of histories of these lengths, at most (the
   prompt of n items is prefix + n SIDs + n - 1 separators + suffix, cut to
-  max_prompt_len; the target's SID follows)."""
+  max_prompt_len, compression aside; the target's SID follows)."""
   n = np.clip(lengths - 1, 0, max_history)
   prompt = (len(template.prefix_ids) + n * template.num_levels
             + np.maximum(n - 1, 0) * len(template.separator_ids)
@@ -60,7 +60,9 @@ def build_sequences(histories, item_codes, template: PromptTemplate,
         suffix_ids=template.suffix_ids, sid_offset=template.sid_offset,
         codebook_size=template.codebook_size,
         pad_token_id=template.pad_token_id,
-        max_prompt_len=template.max_prompt_len, truncate=template.truncate)
+        max_prompt_len=template.max_prompt_len, truncate=template.truncate,
+        full_items=template.full_items,
+        old_item_levels=template.old_item_levels)
     input_ids, prompt_lengths = input_ids.numpy(), prompt_lengths.numpy()
     for row, items in enumerate(chunk):
       prompt = input_ids[row, input_ids.shape[1] - prompt_lengths[row]:]

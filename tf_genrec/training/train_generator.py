@@ -66,6 +66,11 @@ class TrainOptions(Recipe):
       None, "K, codes per level (default: the one the item table records, "
       "else 256; a different value is an error).")
   max_history: int = option(50, "Most recent items in a prompt.")
+  full_items: int = option(0, "Prompt compression: only the most recent "
+                           "full_items items keep every SID level (0: no "
+                           "compression; docs/quality.md).")
+  old_item_levels: int = option(1, "Prompt compression: SID levels kept of "
+                                "the items before the last full_items.")
   steps: int = option(0, "Schedule length in steps instead of --epochs (0: "
                       "from --epochs).")
   valid_users: int = option(ValidationConfig.num_users, "Fixed sample of "
@@ -134,9 +139,11 @@ def train_generator(options: TrainOptions) -> dict:
     table = read_item_table(o.item_table, o.codebook_size)
   codebook_size = table.codebook_size or _DEFAULT_CODEBOOK_SIZE
   item_codes = dict(zip(table.item_ids.tolist(), table.codes.tolist()))
-  graph = graphs.get(o.graph).graph_config(
-      num_levels=table.num_levels, codebook_size=codebook_size,
-      max_history=o.max_history)
+  with refused_as("full_items/old_item_levels"):
+    graph = graphs.get(o.graph).graph_config(
+        num_levels=table.num_levels, codebook_size=codebook_size,
+        max_history=o.max_history, full_items=o.full_items,
+        old_item_levels=o.old_item_levels)
   template = graph.template
 
   dataset = load_dataset(o.data_dir)
@@ -207,7 +214,8 @@ def train_generator(options: TrainOptions) -> dict:
     else:
       trainer.save_hf(hf_dir)
     save_prompt_spec(hf_dir, o.graph, table.num_levels, codebook_size,
-                     o.max_history)
+                     o.max_history, template.full_items,
+                     template.old_item_levels)
   report = {"preset": o.preset, "recipe_in_effect": o.recipe(),
             "train_loss": train_loss, "valid_loss": valid_loss,
             "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,

@@ -76,6 +76,11 @@ class BeamRecallValidator:
   def num_users(self) -> int:
     return len(self._prompts)
 
+  @property
+  def prompts(self):
+    """The users' serving prompts (a Ragged of token rows)."""
+    return self._prompts
+
   def rank(self, model) -> np.ndarray:
     """[num_users, k] item ids, best first, -1 padded."""
     c = self.config
