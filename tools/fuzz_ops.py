@@ -156,7 +156,9 @@ def prompt_assemble_cases(draw):
       codebook_size=draw(st.sampled_from([1, 4, 2**30])),
       pad_token_id=0,
       max_prompt_len=draw(st.sampled_from([1, 6, 40])),
-      truncate=draw(st.booleans()))
+      truncate=draw(st.booleans()),
+      full_items=draw(st.sampled_from([0, 1, 2, 2**62])),
+      old_item_levels=draw(st.sampled_from([1, 2, 2**62])))
 
 
 @st.composite
