@@ -47,7 +47,8 @@ flags.DEFINE_multi_string("variant", [], "name=checkpoint_dir[:{json prompt "
                           "overrides}]; repeated, the first is the reference.")
 flags.DEFINE_list("latency_widths", ["5", "50"], "Beam widths of the "
                   "batch-1 latency measurement.")
-flags.DEFINE_integer("latency_users", 100, "Validation prompts timed alone.")
+flags.DEFINE_integer("latency_users", 100, "Validation prompts timed alone "
+                     "(0: scores only).")
 flags.DEFINE_integer("valid_users", ValidationConfig.num_users,
                      "Fixed sample of validation users (the trainer's).")
 FLAGS = flags.FLAGS
@@ -66,6 +67,11 @@ def _rolled_over(history, max_len, rollover):
   if c <= max_len:
     return history
   return history[-(max_len - rollover + 1 + (c - max_len - 1) % rollover):]
+
+
+def _hits(ranks, k=10):
+  """1 where the target is in the top k (ranks: -1 when absent)."""
+  return ((ranks >= 0) & (ranks < k)).astype(int)
 
 
 class Variant:
@@ -105,8 +111,7 @@ class Variant:
     return {"checkpoint": self.checkpoint, "prompt": self.spec,
             "rollover": self.rollover, "users": len(ranked),
             **{k: round(x, 4) for k, x in metrics.items()},
-            "hits@10": (target_ranks(ranked, v.targets) < 10).astype(
-                int).tolist(),
+            "hits@10": _hits(target_ranks(ranked, v.targets)).tolist(),
             "prompt_tokens_mean": round(float(lengths.mean()), 2),
             "prompt_tokens_p90": float(np.percentile(lengths, 90))}
 
@@ -157,6 +162,8 @@ def main(_):
     logging.info("%s: %s", name, {k: v for k, v in results[name].items()
                                   if k != "hits@10"})
     _write(results)
+  if not FLAGS.latency_users:
+    return
   model = load_hf_checkpoint(variants[0].checkpoint)
   trie = SemanticIdTrie(table.codes, variants[0].template.codebook_size)
   sid_offset, sid_softmax = (variants[0].template.sid_offset,
