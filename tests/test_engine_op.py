@@ -188,11 +188,12 @@ def test_bfloat16_weights_are_exactly_the_rounded_float32_weights(model,
 
 def test_bfloat16_weights_agree_with_float32(model, tmp_path):
   """bfloat16 storage, float32 compute, on the deliberately peaked model and
-  the cases of test_beam_search.py's TF-native bfloat16 test, with its
-  bounds for a CPU computing bfloat16 natively (rounding only the weights
-  is a subset of what that generator rounds): valid, distinct SIDs, the same
-  best SID, at least 8 of the float32 top 10, shared SIDs' scores within
-  15% (+0.05). Prints the largest relative difference."""
+  the cases of test_beam_search.py's TF-native bfloat16 test: valid,
+  distinct SIDs, the same best SID, at least 9 of the float32 top 10, shared
+  SIDs' scores within 10% (+0.05). Observed on this AVX2 CPU: the same best
+  SID and all 10 of the top 10 on every row, max relative score difference
+  5.6% (0.34 absolute), where the TF-native bfloat16 generator, which also
+  rounds activations, is allowed 15-40%. Prints the largest difference."""
   sids = _sids(15, 200)
   trie = SemanticIdTrie(sids, K)
   fp32 = _engine(model, trie, tmp_path / "fp32")
@@ -200,8 +201,8 @@ def test_bfloat16_weights_agree_with_float32(model, tmp_path):
   prompts, lengths = _prompts(16, [5, 9, 2, 12, 7, 3])
   worst = _check_agreement(_generate(fp32, prompts, lengths, [10] * 6),
                            _generate(bf16, prompts, lengths, [10] * 6),
-                           {tuple(s) for s in sids.tolist()}, min_common=8,
-                           rtol=0.15, atol=0.05)
+                           {tuple(s) for s in sids.tolist()}, min_common=9,
+                           rtol=0.1, atol=0.05)
   print(f"bfloat16 engine vs float32: max relative score difference "
         f"{worst:.2%}")
 
