@@ -10,11 +10,14 @@ transformers in the same dtype (bfloat16: the HF model cast with
 `.to(torch.bfloat16)`, which torch runs faster than float32 on CPUs with
 AVX512_BF16), timed on the same prompts back to back, so each ratio shares
 the machine's load. GFLOP/s are reported against the measured matmul peak of
-the row's dtype, and "floor" is the time our matmul FLOPs would take at that
-peak: the bound no kernel tuning can beat. The CPU engine ("cpu", float32,
+the row's compute dtype, and "floor" is the time our matmul FLOPs would take
+at that peak: the bound no kernel tuning can beat. The CPU engine ("cpu",
 OpenBLAS with --threads threads) runs the same weights, trie and prompts as
-the TF-native generator ("tf"); its rows share the float32 transformers
-timing of the same case. Prints a markdown table for docs/benchmarks.md.
+the TF-native generator ("tf"), its weights stored in each --engine_dtypes
+(bfloat16: widened to float32 per product block); it computes in float32,
+so its rows share the float32 peak and transformers timing of the same
+case. "load MB" is the process's RSS growth while the generator was built
+(the weights it holds). Prints a markdown table for docs/benchmarks.md.
 
   .venv/bin/python -m tools.benchmark_generator
 """
@@ -45,7 +48,10 @@ flags.DEFINE_list("compute_dtypes", ["float32", "bfloat16"],
                   "BeamSearchGenerator compute_dtype(s), timed side by side")
 flags.DEFINE_list("engines", ["tf", "cpu"], "generators: tf = "
                   "BeamSearchGenerator in each --compute_dtypes, cpu = the "
-                  "CPU engine (float32)")
+                  "CPU engine in each --engine_dtypes")
+flags.DEFINE_list("engine_dtypes", ["float32", "bfloat16"],
+                  "CPU engine weight dtypes (bfloat16: bfloat16 storage, "
+                  "float32 compute)")
 flags.DEFINE_integer("prompt_len", 150, "prompt tokens")
 flags.DEFINE_integer("num_items", 10_000, "random items in the trie")
 flags.DEFINE_integer("num_levels", 4, "L")
@@ -69,12 +75,26 @@ def _reset_peak_rss():
     f.write("5")
 
 
-def _peak_rss_mb():
+def _rss_mb(field="VmRSS:"):
   with open("/proc/self/status") as f:
     for line in f:
-      if line.startswith("VmHWM:"):
+      if line.startswith(field):
         return int(line.split()[1]) / 1024
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return None
+
+
+def _built(make):
+  """(make(), the process's RSS growth in MB while it ran)."""
+  before = _rss_mb()
+  made = make()
+  return made, _rss_mb() - before
+
+
+def _peak_rss_mb():
+  peak = _rss_mb("VmHWM:")
+  if peak is None:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return peak
 
 
 def _time(fn, min_iters=1, max_iters=None):
@@ -175,30 +195,44 @@ def _production_shape(rng, trie):
                     tie_word_embeddings=True)
   logging.info("building the Qwen2-0.5B-shaped model (random weights)")
   model = Qwen2ForCausalLM(cfg, seed=FLAGS.seed)
-  max_width = max(map(int, FLAGS.production_widths))
-  gens = {}
-  if "tf" in FLAGS.engines:
-    for dtype in FLAGS.compute_dtypes:
-      gens["tf", dtype] = BeamSearchGenerator(model, trie, 151936, max_width,
-                                              compute_dtype=dtype)
-  if "cpu" in FLAGS.engines:
-    gens["cpu", "float32"] = EngineGenerator(
-        model, trie, 151936, max_width, max_prompt_len=FLAGS.prompt_len,
-        num_threads=FLAGS.threads)
+  gens = _generators(model, trie, 151936, max(map(int,
+                                                 FLAGS.production_widths)))
   del model  # The generators hold their own weights.
   results = []
   for width in map(int, FLAGS.production_widths):
     prompts = rng.integers(0, 151936, size=(1, FLAGS.prompt_len),
                            dtype=np.int32)
-    for (engine, dtype), gen in gens.items():
+    for (engine, dtype), (gen, load_mb) in gens.items():
       times, rss = _bench_ours(gen, prompts, width,
                                iters=FLAGS.production_iters)
       results.append(dict(model="Qwen2-0.5B shape", engine=engine,
                           dtype=dtype, cfg=cfg,
                           batch=1, width=width, t=statistics.median(times),
-                          rss=rss))
+                          rss=rss, load_mb=load_mb))
       logging.info("%s", results[-1])
   return results
+
+
+def _generators(model, trie, sid_offset, max_width):
+  """(engine, dtype) -> (generator, RSS growth in MB while it was built)."""
+  gens = {}
+  if "tf" in FLAGS.engines:
+    for dtype in FLAGS.compute_dtypes:
+      gens["tf", dtype] = _built(lambda: BeamSearchGenerator(
+          model, trie, sid_offset, max_beam_width=max_width,
+          compute_dtype=dtype))
+  if "cpu" in FLAGS.engines:
+    for dtype in FLAGS.engine_dtypes:
+      gens["cpu", dtype] = _built(lambda: EngineGenerator(
+          model, trie, sid_offset, max_beam_width=max_width,
+          max_prompt_len=FLAGS.prompt_len, num_threads=FLAGS.threads,
+          weight_dtype=dtype))
+  return gens
+
+
+def _compute_dtype(r):
+  """The dtype the row's matmuls run in (the CPU engine: float32)."""
+  return "float32" if r["engine"] == "cpu" else r["dtype"]
 
 
 def _row(r, peak):
@@ -210,7 +244,7 @@ def _row(r, peak):
          f"{r['width']} | "
          f"{r['t'] * 1e3:.1f} | {floor_ms:.1f} "
          f"| {r['batch'] / r['t']:.2f} | {gflops:.0f} ({gflops / peak:.0%}) | "
-         f"{r['rss']:.0f} |")
+         f"{r['rss']:.0f} | {r['load_mb']:.0f} |")
   if "hf_t" not in r:
     return row + " - | - | - | - |"
   return row + (f" {r['hf_t'] * 1e3:.0f} ({r['hf_iters']}) | "
@@ -231,24 +265,18 @@ def main(_):
                trie.num_sids, list(trie.num_nodes), list(trie.max_children))
   # Measured at both ends of the run, best kept: on a shared machine one
   # measurement can land in a busy moment.
+  compute_dtypes = set(FLAGS.compute_dtypes if "tf" in FLAGS.engines else ())
+  if "cpu" in FLAGS.engines:
+    compute_dtypes.add("float32")
   peaks = {dtype: [_matmul_peak_gflops(dtype)]
-           for dtype in FLAGS.compute_dtypes}
+           for dtype in sorted(compute_dtypes)}
 
   with tempfile.TemporaryDirectory() as tmp_dir:
     cfg, hf_model, model = _small_models(tmp_dir)
   hf_models = {dtype: copy.deepcopy(hf_model).to(getattr(torch, dtype))
-               for dtype in FLAGS.compute_dtypes}
+               for dtype in peaks}
   widths = [int(w) for w in FLAGS.beam_widths]
-  generators = {}  # (engine, dtype) -> generator
-  if "tf" in FLAGS.engines:
-    for dtype in FLAGS.compute_dtypes:
-      generators["tf", dtype] = BeamSearchGenerator(
-          model, trie, FLAGS.base_vocab, max_beam_width=max(widths),
-          compute_dtype=dtype)
-  if "cpu" in FLAGS.engines:
-    generators["cpu", "float32"] = EngineGenerator(
-        model, trie, FLAGS.base_vocab, max_beam_width=max(widths),
-        max_prompt_len=FLAGS.prompt_len, num_threads=FLAGS.threads)
+  generators = _generators(model, trie, FLAGS.base_vocab, max(widths))
   prefix_fn = _hf_prefix_fn(trie, FLAGS.prompt_len, FLAGS.base_vocab)
   results = []
   cases = [(int(b), w) for b in FLAGS.batch_sizes for w in widths]
@@ -256,18 +284,20 @@ def main(_):
     prompts = rng.integers(0, cfg.vocab_size, size=(batch, FLAGS.prompt_len),
                            dtype=np.int32)
     hf = {}  # dtype -> transformers' timing of this case, shared by rows
-    for (engine, dtype), generator in generators.items():
+    for (engine, dtype), (generator, load_mb) in generators.items():
       times, rss = _bench_ours(generator, prompts, width)
       r = dict(model="4L-256H", engine=engine, dtype=dtype, cfg=cfg,
-               batch=batch, width=width, t=statistics.median(times), rss=rss)
+               batch=batch, width=width, t=statistics.median(times), rss=rss,
+               load_mb=load_mb)
+      compute = _compute_dtype(r)
       if FLAGS.hf:
-        if dtype not in hf:
-          hf_times, hf_rss = _bench_hf(hf_models[dtype], prompts, width,
+        if compute not in hf:
+          hf_times, hf_rss = _bench_hf(hf_models[compute], prompts, width,
                                        prefix_fn)
-          hf[dtype] = dict(hf_t=statistics.median(hf_times),
-                           hf_iters=len(hf_times), hf_rss=hf_rss)
-        r.update(hf[dtype])
-      logging.info("%s", _row(r, peaks[dtype][0]))
+          hf[compute] = dict(hf_t=statistics.median(hf_times),
+                             hf_iters=len(hf_times), hf_rss=hf_rss)
+        r.update(hf[compute])
+      logging.info("%s", _row(r, peaks[compute][0]))
       results.append(r)
   if FLAGS.production_shape:
     results += _production_shape(rng, trie)
@@ -277,6 +307,7 @@ def main(_):
   header = ("| model | generator | dtype | batch | W | ours ms/call (p50) | "
             "floor ms | "
             "ours req/s | ours GFLOP/s (of peak) | ours peak RSS MB | "
+            "ours load MB | "
             "HF ms/call (iters) | HF req/s | HF peak RSS MB | ours/HF |")
   print(f"\nmatmul peaks (GFLOP/s, best of the start and end of the run): "
         f"{ {d: round(v) for d, v in peak.items()} } (measured {peaks}), "
@@ -284,7 +315,7 @@ def main(_):
         f"K={k}), prompt {FLAGS.prompt_len} tokens, load average at the end "
         f"{os.getloadavg()[1]:.1f} (5 min) on {os.cpu_count()} cores\n")
   print("\n".join([header, "|" + "---|" * (header.count("|") - 1)] +
-                  [_row(r, peak[r["dtype"]]) for r in results]))
+                  [_row(r, peak[_compute_dtype(r)]) for r in results]))
 
 
 if __name__ == "__main__":

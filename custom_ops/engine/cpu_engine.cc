@@ -7,8 +7,10 @@
 #include <deque>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -22,7 +24,12 @@
 namespace tf_genrec {
 namespace {
 
-constexpr char kMagic[8] = {'T', 'F', 'G', 'R', 'E', 'N', 'G', '1'};
+// Version 1 files hold float32 weights; version 2 names the dtype of the
+// big matrices in a field after the magic (cpu_engine.h).
+constexpr char kMagicV1[8] = {'T', 'F', 'G', 'R', 'E', 'N', 'G', '1'};
+constexpr char kMagicV2[8] = {'T', 'F', 'G', 'R', 'E', 'N', 'G', '2'};
+enum WeightDtype : int32_t { kFloat32 = 0, kBfloat16 = 1 };
+
 struct Dims {
   int layers, hidden, inter, heads, kv_heads, head_dim, vocab;
   float rope_theta, eps;
@@ -31,19 +38,50 @@ struct Dims {
   int qkv_width() const { return q_width() + 2 * kv_width(); }
 };
 
-// Inference weights with the RMSNorm weights and the attention scale folded
-// into the following kernels, as tf_genrec/generation/beam_search.py does.
+// A row-major weight matrix as stored: float32, or bfloat16 (the upper half
+// of a float32's bits) widened to float32 a block at a time when used.
+struct Weights {
+  std::vector<float> f32;
+  std::vector<uint16_t> bf16;
+  template <typename T>
+  std::vector<T>& Of();
+};
+template <>
+std::vector<float>& Weights::Of<float>() {
+  return f32;
+}
+template <>
+std::vector<uint16_t>& Weights::Of<uint16_t>() {
+  return bf16;
+}
+
+// Float32 weights have the RMSNorm weights and the attention scale folded
+// into the following kernels, as tf_genrec/generation/beam_search.py does;
+// bfloat16 ones cannot take them without a second rounding, so the norm
+// weights scale the normalised rows (ln1, ln2 non-empty) and q_scale the
+// product's q columns instead.
 struct Layer {
-  std::vector<float> qkv, qkv_bias, o, gate_up, down;
+  Weights qkv, o, gate_up, down;
+  std::vector<float> qkv_bias, ln1, ln2;
+  float q_scale = 1.0f;
 };
 
 struct Model {
   Dims d;
-  std::vector<float> embed;  // [V, H]
+  Weights embed;  // [V, H]
   std::vector<Layer> layers;
-  std::vector<float> level_heads;  // [L, K, H], final norm folded in
-  std::vector<float> inv_freq;     // [D / 2] RoPE frequencies
+  Weights level_heads;            // [L, K, H]
+  std::vector<float> final_norm;  // empty: folded into level_heads
+  std::vector<float> inv_freq;    // [D / 2] RoPE frequencies
 };
+
+// bfloat16 -> float32 is exact: the 16 bits become the upper half.
+void Widen(const uint16_t* in, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
+    std::memcpy(&out[i], &bits, sizeof(float));
+  }
+}
 
 // C[m, n] = A[m, k] @ B (B [k, n] row-major with leading dim ldb, or its
 // transpose [n, k] when trans_b).
@@ -54,12 +92,16 @@ void Gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
                     b, ldb, 0.0f, c, ldc);
 }
 
-// x * rsqrt(mean(x^2) + eps); the weight is folded into the next kernel.
-void RmsNormRow(const float* x, int h, float eps, float* out) {
+// x * rsqrt(mean(x^2) + eps) * weight; an empty weight is folded into the
+// next kernel.
+void RmsNormRow(const float* x, int h, float eps,
+                const std::vector<float>& weight, float* out) {
   float sum = 0.0f;
   for (int i = 0; i < h; ++i) sum += x[i] * x[i];
   const float scale = 1.0f / std::sqrt(sum / h + eps);
   for (int i = 0; i < h; ++i) out[i] = x[i] * scale;
+  if (weight.empty()) return;
+  for (int i = 0; i < h; ++i) out[i] *= weight[i];
 }
 
 class FileReader {
@@ -105,15 +147,109 @@ class FileReader {
     if (!_status.ok()) return _status;   \
   } while (0)
 
+// [rows, sum of widths]: row i of each part side by side.
+template <typename T>
+std::vector<T> ConcatColumns(
+    int64_t rows,
+    std::initializer_list<std::pair<const std::vector<T>*, int>> parts) {
+  int64_t n = 0;
+  for (const auto& part : parts) n += part.second;
+  std::vector<T> out;
+  out.reserve(rows * n);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (const auto& [part, width] : parts) {
+      out.insert(out.end(), part->begin() + i * width,
+                 part->begin() + (i + 1) * width);
+    }
+  }
+  return out;
+}
+
+// The weights after the header, their big matrices stored as T (float or
+// bfloat16 bits); float32 ones get the norms folded in (Layer).
+template <typename T>
+absl::Status ReadWeights(FileReader& file, int64_t sid_rows, Model* model) {
+  const Dims& d = model->d;
+  const int64_t hd = d.hidden;
+  const int qw = d.q_width(), kvw = d.kv_width();
+  RETURN_IF_ERROR(file.Read(d.vocab * hd, &model->embed.Of<T>(), "embed"));
+  const float q_scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
+  for (int li = 0; li < d.layers; ++li) {
+    std::vector<T> q, k, v, gate, up;
+    std::vector<float> qb, kb, vb;
+    Layer layer;
+    RETURN_IF_ERROR(file.Read(hd, &layer.ln1, "input_layernorm"));
+    RETURN_IF_ERROR(file.Read(hd * qw, &q, "q_proj"));
+    RETURN_IF_ERROR(file.Read(qw, &qb, "q_proj bias"));
+    RETURN_IF_ERROR(file.Read(hd * kvw, &k, "k_proj"));
+    RETURN_IF_ERROR(file.Read(kvw, &kb, "k_proj bias"));
+    RETURN_IF_ERROR(file.Read(hd * kvw, &v, "v_proj"));
+    RETURN_IF_ERROR(file.Read(kvw, &vb, "v_proj bias"));
+    RETURN_IF_ERROR(file.Read(int64_t{qw} * hd, &layer.o.Of<T>(), "o_proj"));
+    RETURN_IF_ERROR(file.Read(hd, &layer.ln2, "post_attention_layernorm"));
+    RETURN_IF_ERROR(file.Read(hd * d.inter, &gate, "gate_proj"));
+    RETURN_IF_ERROR(file.Read(hd * d.inter, &up, "up_proj"));
+    RETURN_IF_ERROR(
+        file.Read(int64_t{d.inter} * hd, &layer.down.Of<T>(), "down"));
+    std::vector<T>& qkv = layer.qkv.Of<T>();
+    std::vector<T>& gate_up = layer.gate_up.Of<T>();
+    qkv = ConcatColumns<T>(hd, {{&q, qw}, {&k, kvw}, {&v, kvw}});
+    gate_up = ConcatColumns<T>(hd, {{&gate, d.inter}, {&up, d.inter}});
+    for (float x : qb) layer.qkv_bias.push_back(x * q_scale);
+    layer.qkv_bias.insert(layer.qkv_bias.end(), kb.begin(), kb.end());
+    layer.qkv_bias.insert(layer.qkv_bias.end(), vb.begin(), vb.end());
+    if constexpr (std::is_same_v<T, float>) {
+      const int nq = d.qkv_width();
+      for (int64_t i = 0; i < hd; ++i) {
+        float* row = &qkv[i * nq];
+        for (int j = 0; j < qw; ++j) row[j] = layer.ln1[i] * (row[j] * q_scale);
+        for (int j = qw; j < nq; ++j) row[j] *= layer.ln1[i];
+        for (int j = 0; j < 2 * d.inter; ++j) {
+          gate_up[i * 2 * d.inter + j] *= layer.ln2[i];
+        }
+      }
+      layer.ln1.clear();
+      layer.ln2.clear();
+    } else {
+      layer.q_scale = q_scale;
+    }
+    model->layers.push_back(std::move(layer));
+  }
+  RETURN_IF_ERROR(file.Read(hd, &model->final_norm, "final norm"));
+  std::vector<T>& heads = model->level_heads.Of<T>();
+  RETURN_IF_ERROR(file.Read(sid_rows * hd, &heads, "lm_head"));
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t r = 0; r < sid_rows; ++r) {
+      for (int64_t i = 0; i < hd; ++i) {
+        heads[r * hd + i] *= model->final_norm[i];
+      }
+    }
+    model->final_norm.clear();
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadModel(const std::string& filename, EngineConfig* config,
                        Model* model, std::vector<int32_t>* sids) {
   FileReader file(filename);
   RETURN_IF_ERROR(file.status());
   std::vector<char> magic;
   RETURN_IF_ERROR(file.Read(8, &magic, "the magic"));
-  if (!std::equal(magic.begin(), magic.end(), kMagic)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        filename, " is not an engine file (magic \"TFGRENG1\" expected)"));
+  int32_t dtype = kFloat32;
+  if (std::equal(magic.begin(), magic.end(), kMagicV2)) {
+    std::vector<int32_t> field;
+    RETURN_IF_ERROR(file.Read(1, &field, "the weight dtype"));
+    dtype = field[0];
+    if (dtype != kFloat32 && dtype != kBfloat16) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(filename, ": weight dtype=", dtype,
+                       " must be 0 (float32) or 1 (bfloat16)"));
+    }
+  } else if (!std::equal(magic.begin(), magic.end(), kMagicV1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(filename,
+                     " is not an engine file (magic \"TFGRENG1\" or "
+                     "\"TFGRENG2\" expected)"));
   }
   std::vector<int32_t> h;
   RETURN_IF_ERROR(file.Read(11, &h, "the header"));
@@ -155,57 +291,10 @@ absl::Status ReadModel(const std::string& filename, EngineConfig* config,
   config->vocab_size = d.vocab;
   RETURN_IF_ERROR(config->Validate());
 
-  const int64_t hd = d.hidden;
-  RETURN_IF_ERROR(file.Read(d.vocab * hd, &model->embed, "embed"));
-  const float q_scale = 1.0f / std::sqrt(static_cast<float>(d.head_dim));
-  for (int li = 0; li < d.layers; ++li) {
-    std::vector<float> ln1, q, qb, k, kb, v, vb, ln2, gate, up;
-    Layer layer;
-    RETURN_IF_ERROR(file.Read(hd, &ln1, "input_layernorm"));
-    RETURN_IF_ERROR(file.Read(hd * d.q_width(), &q, "q_proj"));
-    RETURN_IF_ERROR(file.Read(d.q_width(), &qb, "q_proj bias"));
-    RETURN_IF_ERROR(file.Read(hd * d.kv_width(), &k, "k_proj"));
-    RETURN_IF_ERROR(file.Read(d.kv_width(), &kb, "k_proj bias"));
-    RETURN_IF_ERROR(file.Read(hd * d.kv_width(), &v, "v_proj"));
-    RETURN_IF_ERROR(file.Read(d.kv_width(), &vb, "v_proj bias"));
-    RETURN_IF_ERROR(file.Read(d.q_width() * hd, &layer.o, "o_proj"));
-    RETURN_IF_ERROR(file.Read(hd, &ln2, "post_attention_layernorm"));
-    RETURN_IF_ERROR(file.Read(hd * d.inter, &gate, "gate_proj"));
-    RETURN_IF_ERROR(file.Read(hd * d.inter, &up, "up_proj"));
-    RETURN_IF_ERROR(file.Read(int64_t{d.inter} * hd, &layer.down, "down"));
-    const int nq = d.qkv_width();
-    layer.qkv.resize(hd * nq);
-    for (int64_t i = 0; i < hd; ++i) {
-      float* row = &layer.qkv[i * nq];
-      for (int j = 0; j < d.q_width(); ++j) {
-        row[j] = ln1[i] * (q[i * d.q_width() + j] * q_scale);
-      }
-      for (int j = 0; j < d.kv_width(); ++j) {
-        row[d.q_width() + j] = ln1[i] * k[i * d.kv_width() + j];
-        row[d.q_width() + d.kv_width() + j] = ln1[i] * v[i * d.kv_width() + j];
-      }
-    }
-    layer.qkv_bias.reserve(nq);
-    for (float x : qb) layer.qkv_bias.push_back(x * q_scale);
-    layer.qkv_bias.insert(layer.qkv_bias.end(), kb.begin(), kb.end());
-    layer.qkv_bias.insert(layer.qkv_bias.end(), vb.begin(), vb.end());
-    layer.gate_up.resize(hd * 2 * d.inter);
-    for (int64_t i = 0; i < hd; ++i) {
-      for (int j = 0; j < d.inter; ++j) {
-        layer.gate_up[i * 2 * d.inter + j] = ln2[i] * gate[i * d.inter + j];
-        layer.gate_up[i * 2 * d.inter + d.inter + j] =
-            ln2[i] * up[i * d.inter + j];
-      }
-    }
-    model->layers.push_back(std::move(layer));
-  }
-  std::vector<float> norm;
-  RETURN_IF_ERROR(file.Read(hd, &norm, "final norm"));
   const int64_t sid_rows = int64_t{num_levels} * codebook_size;
-  RETURN_IF_ERROR(file.Read(sid_rows * hd, &model->level_heads, "lm_head"));
-  for (int64_t r = 0; r < sid_rows; ++r) {
-    for (int64_t i = 0; i < hd; ++i) model->level_heads[r * hd + i] *= norm[i];
-  }
+  RETURN_IF_ERROR(dtype == kBfloat16
+                      ? ReadWeights<uint16_t>(file, sid_rows, model)
+                      : ReadWeights<float>(file, sid_rows, model));
   RETURN_IF_ERROR(
       file.Read(int64_t{num_sids} * num_levels, sids, "the semantic IDs"));
   RETURN_IF_ERROR(file.ExpectEnd());
@@ -412,10 +501,11 @@ class CpuEngine : public Engine {
 
   std::string DebugString() const override {
     const Dims& d = model_.d;
-    return absl::StrCat("CpuEngine(layers=", d.layers, ", hidden=", d.hidden,
-                        ", num_levels=", config().num_levels,
-                        ", codebook_size=", config().codebook_size,
-                        ", sids=", trie_.num_sids(), ")");
+    return absl::StrCat(
+        "CpuEngine(layers=", d.layers, ", hidden=", d.hidden,
+        ", num_levels=", config().num_levels,
+        ", codebook_size=", config().codebook_size, ", sids=", trie_.num_sids(),
+        ", weights=", model_.embed.bf16.empty() ? "float32" : "bfloat16", ")");
   }
 
  private:
@@ -564,13 +654,12 @@ class CpuEngine : public Engine {
     const int m = a->search.num_beams(), k = config().codebook_size;
     std::vector<float> normed(static_cast<size_t>(m) * h);
     for (int r = 0; r < m; ++r) {
-      RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
+      RmsNormRow(&x[r * h], h, d.eps, model_.final_norm, &normed[r * h]);
     }
     std::vector<float> logits(static_cast<size_t>(m) * k);
-    ParallelGemm(
-        m, k, h, normed.data(), h,
-        &model_.level_heads[static_cast<size_t>(a->search.level()) * k * h], h,
-        true, logits.data(), k);
+    ParallelGemm(m, k, h, normed.data(), h, model_.level_heads,
+                 static_cast<size_t>(a->search.level()) * k * h, h, true,
+                 logits.data(), k);
     a->search.Step(logits.data());
     if (a->prefilled) {
       ++a->generated;
@@ -652,7 +741,12 @@ class CpuEngine : public Engine {
     }
     std::vector<float> x(static_cast<size_t>(rows) * h);
     for (int r = 0; r < rows; ++r) {
-      std::copy_n(&model_.embed[int64_t{tokens[r]} * h], h, &x[r * h]);
+      const size_t at = static_cast<size_t>(tokens[r]) * h;
+      if (model_.embed.bf16.empty()) {
+        std::copy_n(&model_.embed.f32[at], h, &x[r * h]);
+      } else {
+        Widen(&model_.embed.bf16[at], h, &x[r * h]);
+      }
     }
     std::vector<float> normed(static_cast<size_t>(rows) * h);
     const int nq = d.qkv_width();
@@ -660,13 +754,16 @@ class CpuEngine : public Engine {
     for (int li = 0; li < d.layers; ++li) {
       const Layer& w = model_.layers[li];
       for (int r = 0; r < rows; ++r) {
-        RmsNormRow(&x[r * h], h, d.eps, &normed[r * h]);
+        RmsNormRow(&x[r * h], h, d.eps, w.ln1, &normed[r * h]);
       }
-      ParallelGemm(rows, nq, h, normed.data(), h, w.qkv.data(), nq, false,
+      ParallelGemm(rows, nq, h, normed.data(), h, w.qkv, 0, nq, false,
                    qkv.data(), nq);
       for (int r = 0; r < rows; ++r) {
         float* row = &qkv[static_cast<size_t>(r) * nq];
-        for (int j = 0; j < nq; ++j) row[j] += w.qkv_bias[j];
+        for (int j = 0; j < d.q_width(); ++j) {
+          row[j] = row[j] * w.q_scale + w.qkv_bias[j];
+        }
+        for (int j = d.q_width(); j < nq; ++j) row[j] += w.qkv_bias[j];
         Rope(row, d.heads + d.kv_heads, positions[r]);
       }
       StoreKv(a, li, qkv.data(), begin, rows);
@@ -685,22 +782,51 @@ class CpuEngine : public Engine {
   }
 
   // Gemm with the output columns in blocks run on the pool, so a request
-  // alone uses every thread. The blocks depend on n and the engine's thread
-  // count only, so a row's result never depends on the step's other
-  // requests.
+  // alone uses every thread; b is the weights from element b_offset on. The
+  // blocks depend on n and the engine's thread count only, so a row's result
+  // never depends on the step's other requests. bfloat16 weights are widened
+  // inside the block's task, a chunk of columns at a time into the thread's
+  // scratch (sized by k and kScratchFloats only, so L2-resident and as
+  // request-independent as the blocks): float32 compute, bfloat16 storage.
   void ParallelGemm(int m, int n, int k, const float* a, int lda,
-                    const float* b, int ldb, bool trans_b, float* c, int ldc) {
+                    const Weights& b, size_t b_offset, int ldb, bool trans_b,
+                    float* c, int ldc) {
     constexpr int kMinBlockColumns = 64, kAlign = 16;
+    constexpr int kScratchFloats = 128 * 1024;
     const int blocks =
         std::max(1, std::min(pool_.num_threads(), n / kMinBlockColumns));
     const int width =
         ((n + blocks - 1) / blocks + kAlign - 1) / kAlign * kAlign;
+    const int chunk = std::max(kAlign, kScratchFloats / k / kAlign * kAlign);
     pool_.ParallelFor(blocks, [&](int i) {
       const int first = i * width, cols = std::min(width, n - first);
       if (cols <= 0) return;
-      Gemm(m, cols, k, a, lda,
-           trans_b ? b + static_cast<size_t>(first) * ldb : b + first, ldb,
-           trans_b, c + first, ldc);
+      if (b.bf16.empty()) {
+        const float* w = b.f32.data() + b_offset;
+        Gemm(m, cols, k, a, lda,
+             trans_b ? w + static_cast<size_t>(first) * ldb : w + first, ldb,
+             trans_b, c + first, ldc);
+        return;
+      }
+      thread_local std::vector<float> scratch;
+      scratch.resize(static_cast<size_t>(k) * chunk);
+      const uint16_t* w = b.bf16.data() + b_offset;
+      for (int c0 = first; c0 < first + cols; c0 += chunk) {
+        const int cc = std::min(chunk, first + cols - c0);
+        if (trans_b) {  // rows c0.. of [n, k]
+          for (int r = 0; r < cc; ++r) {
+            Widen(w + static_cast<size_t>(c0 + r) * ldb, k,
+                  &scratch[static_cast<size_t>(r) * k]);
+          }
+          Gemm(m, cc, k, a, lda, scratch.data(), k, true, c + c0, ldc);
+        } else {
+          for (int r = 0; r < k; ++r) {
+            Widen(w + static_cast<size_t>(r) * ldb + c0, cc,
+                  &scratch[static_cast<size_t>(r) * cc]);
+          }
+          Gemm(m, cc, k, a, lda, scratch.data(), cc, false, c + c0, ldc);
+        }
+      }
     });
   }
 
@@ -827,15 +953,15 @@ class CpuEngine : public Engine {
     const Dims& d = model_.d;
     const int h = d.hidden, inter = d.inter;
     std::vector<float> tmp(static_cast<size_t>(m) * h);
-    ParallelGemm(m, h, d.q_width(), attn, d.q_width(), w.o.data(), h, false,
+    ParallelGemm(m, h, d.q_width(), attn, d.q_width(), w.o, 0, h, false,
                  tmp.data(), h);
     for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
     std::vector<float> normed(static_cast<size_t>(m) * h);
     for (int r = 0; r < m; ++r) {
-      RmsNormRow(&(*x)[r * h], h, d.eps, &normed[r * h]);
+      RmsNormRow(&(*x)[r * h], h, d.eps, w.ln2, &normed[r * h]);
     }
     std::vector<float> gu(static_cast<size_t>(m) * 2 * inter);
-    ParallelGemm(m, 2 * inter, h, normed.data(), h, w.gate_up.data(), 2 * inter,
+    ParallelGemm(m, 2 * inter, h, normed.data(), h, w.gate_up, 0, 2 * inter,
                  false, gu.data(), 2 * inter);
     std::vector<float> act(static_cast<size_t>(m) * inter);
     for (int r = 0; r < m; ++r) {
@@ -845,7 +971,7 @@ class CpuEngine : public Engine {
             g[j] / (1.0f + std::exp(-g[j])) * g[inter + j];
       }
     }
-    ParallelGemm(m, h, inter, act.data(), inter, w.down.data(), h, false,
+    ParallelGemm(m, h, inter, act.data(), inter, w.down, 0, h, false,
                  tmp.data(), h);
     for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
   }

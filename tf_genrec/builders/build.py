@@ -28,11 +28,13 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
 
   engine: the generator (tf_genrec/generation/generator.py): "tf" the
   TF-native BeamSearchGenerator, "cpu" the GenrecGenerate op over the C++
-  CPU engine (float32 only), "tensorrt_llm" the same op over the
-  TensorRT-LLM engine in engine_dir (`tf-genrec build_engine`; its files are
-  copied into the SavedModel's assets; docs/tensorrt_llm.md).
-  generator_dtype: the beam search's matmul dtype; bfloat16 is faster on CPUs
-  with AVX512_BF16 but approximate (see docs/benchmarks.md).
+  CPU engine, "tensorrt_llm" the same op over the TensorRT-LLM engine in
+  engine_dir (`tf-genrec build_engine`; its files are copied into the
+  SavedModel's assets; docs/tensorrt_llm.md).
+  generator_dtype: engine "tf": the beam search's matmul dtype; bfloat16 is
+  faster on CPUs with AVX512_BF16 but approximate. Engine "cpu": the engine
+  file's weight dtype; bfloat16 halves the weight memory, computes in
+  float32 and is approximate (see docs/benchmarks.md).
   sid_softmax: how the generator normalises each level; None reads what
   the checkpoint was trained with (generation_config.json).
   prefix_cache_bytes: the cpu engine's prefix K/V cache across requests
@@ -47,6 +49,10 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
     raise ValueError(f"engine_dir={engine_dir!r} is for engine="
                      f"'tensorrt_llm' only (and required by it), got "
                      f"engine={engine!r}")
+  if generator_dtype != "float32" and engine == "tensorrt_llm":
+    raise ValueError(f"generator_dtype={generator_dtype!r} is for engine "
+                     f"'tf' or 'cpu'; a TensorRT-LLM engine has its dtype "
+                     f"from build_engine")
   if prefix_cache_bytes and engine != "cpu":
     raise ValueError(f"prefix_cache_bytes={prefix_cache_bytes} needs "
                      f"engine='cpu', got engine={engine!r}")
@@ -79,14 +85,12 @@ def build_generative_recall(config: RecallGraphConfig, checkpoint_dir,
                                 max_prompt_len=t.max_prompt_len,
                                 tensorrt_llm_engine_dir=engine_dir)
   elif engine == "cpu":
-    if generator_dtype != "float32":
-      raise ValueError(f"the cpu engine computes in float32, got "
-                       f"generator_dtype={generator_dtype!r}")
     generator = EngineGenerator(model, trie, t.sid_offset,
                                 config.retrieval.max_beam_width,
                                 sid_softmax=sid_softmax,
                                 max_prompt_len=t.max_prompt_len,
-                                prefix_cache_bytes=prefix_cache_bytes)
+                                prefix_cache_bytes=prefix_cache_bytes,
+                                weight_dtype=generator_dtype)
   else:
     generator = BeamSearchGenerator(model, trie, t.sid_offset,
                                     config.retrieval.max_beam_width,

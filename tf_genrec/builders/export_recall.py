@@ -59,12 +59,14 @@ class ExportOptions:
   max_beam_width: int = option(256, "W_max, fixed at export.")
   default_beam_width: int = option(64, "W when a request omits it.")
   default_top_n: int = option(300, "N when a request omits it.")
-  generator_dtype: str = option("float32", "Beam-search matmul dtype "
-                                "(bfloat16: faster, approximate).",
-                                choices=("float32", "bfloat16"))
+  generator_dtype: str = option(
+      "float32", "engine=tf: the beam search's matmul dtype (bfloat16: "
+      "faster on AVX512_BF16 CPUs, approximate); engine=cpu: the engine "
+      "file's weight dtype (bfloat16: half the weight memory, float32 "
+      "compute, approximate).", choices=("float32", "bfloat16"))
   engine: str = option("tf", "Generator: tf = TF-native beam search "
                        "(portable reference), cpu = the GenrecGenerate op "
-                       "over the C++ CPU engine (float32), tensorrt_llm = "
+                       "over the C++ CPU engine, tensorrt_llm = "
                        "the same op over the TensorRT-LLM engine in "
                        "engine_dir (GPU; docs/tensorrt_llm.md).",
                        choices=tuple(ENGINES))

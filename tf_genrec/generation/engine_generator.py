@@ -73,8 +73,9 @@ class EngineGenerator(tf.Module):
                sid_softmax: str = "level", max_prompt_len: int = 2048,
                max_queued_requests: int = 1024, max_step_tokens: int = 8192,
                num_threads: int = 0, prefix_cache_bytes: int = 0,
-               prefix_block_tokens: int = 16, engine_dir=None,
-               tensorrt_llm_engine_dir=None, name="engine_generator"):
+               prefix_block_tokens: int = 16, weight_dtype: str = "float32",
+               engine_dir=None, tensorrt_llm_engine_dir=None,
+               name="engine_generator"):
     """engine_dir: where to write the engine file (a new temporary directory
     if None); export copies it into the SavedModel's assets.
     tensorrt_llm_engine_dir: a TensorRT-LLM engine (`tf-genrec build_engine`)
@@ -82,7 +83,10 @@ class EngineGenerator(tf.Module):
     assets, the weights of `model` are not used (its vocab_size is).
     prefix_cache_bytes: the CPU engine's prefix K/V cache across requests
     (0: off; custom_ops/engine/prefix_cache.h), matched in blocks of
-    prefix_block_tokens; the engine validates both when it loads."""
+    prefix_block_tokens; the engine validates both when it loads.
+    weight_dtype: how the CPU engine file stores the weight matrices
+    (bfloat16: half the memory, computed in float32, approximate;
+    engine_file.py)."""
     super().__init__(name=name)
     if not 1 <= max_beam_width <= 1024:
       raise ValueError(f"max_beam_width must be in [1, 1024], got "
@@ -95,7 +99,7 @@ class EngineGenerator(tf.Module):
     if tensorrt_llm_engine_dir is None:
       backend, extra_files = "cpu", ()
       path = os.path.join(engine_dir, ENGINE_FILE_NAME)
-      write_engine_file(path, model, trie, sid_offset)
+      write_engine_file(path, model, trie, sid_offset, weight_dtype)
     else:
       backend = "tensorrt_llm"
       path, extra_files = tensorrt_llm.write_assets(
