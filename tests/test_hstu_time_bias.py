@@ -63,8 +63,8 @@ def gap_models():
     models[time_bias], _ = train_hstu_retrieval(
         train, [h[:-1] for h in valid], np.array([h[-1] for h in valid]),
         NUM_ITEMS, config,
-        HSTUTrainConfig(learning_rate=1e-2, batch_size=64, temperature=0.1,
-                        max_epochs=20, eval_every=5, patience=4),
+        HSTUTrainConfig(learning_rate=3e-2, batch_size=32, temperature=0.1,
+                        max_epochs=10, eval_every=5, patience=1),
         train_times=train_times, valid_times=[t[:-1] for t in valid_times])
   test, test_times = _gap_users(rng, 64)
   return models, test, test_times
@@ -168,7 +168,8 @@ def test_exported_scene_passes_timestamps(gap_models, tmp_path):
               timestamps=tf.constant(times),
               action_types=tf.zeros(inputs.shape, tf.int32),
               lengths=tf.fill([len(inputs)], inputs.shape[1]),
-              request_time=tf.constant(times[:, -1] + 1))
+              request_time=tf.constant(times[:, -1] + 1),
+              top_n=tf.fill([len(inputs)], NUM_ITEMS))
   scores = model.score(inputs, times)
   top = np.argsort(-scores, axis=1, kind="stable")[:, :3]
   np.testing.assert_array_equal(got["item_ids"].numpy()[:, :3],
