@@ -56,11 +56,11 @@ def _overrides(spec):
   return name, (json.loads(text) if text else VARIANTS[name])
 
 
-def _configs(overrides):
+def _configs(overrides, dataset):
   """(HSTUConfig, HSTUTrainConfig) of the defaults with these overrides
   (train_hstu's options split them the same way)."""
   options = dataclasses.replace(HSTUComparisonOptions(), **overrides)
-  return options.hstu_config(), options.train_config(alpha=0.0)
+  return options.hstu_config(dataset), options.train_config(alpha=0.0)
 
 
 def main(_):
@@ -69,16 +69,16 @@ def main(_):
     with open(FLAGS.output, encoding="utf-8") as f:
       results = json.load(f)
   dataset = load_dataset(FLAGS.data_dir)
-  split = leave_one_out(dataset.histories)
+  split = leave_one_out(dataset.histories, dataset.timestamps)
   for name, overrides in map(_overrides, FLAGS.variant):
     if name in results:
       continue
-    config, train_config = _configs(overrides)
+    config, train_config = _configs(overrides, dataset)
     start = time.time()
-    _, history = train_hstu_retrieval(split.train,
-                                      *split.inputs_and_targets("valid"),
-                                      dataset.num_items, config,
-                                      train_config)
+    _, history = train_hstu_retrieval(
+        split.train, *split.inputs_and_targets("valid"), dataset.num_items,
+        config, train_config, train_times=split.train_times,
+        valid_times=split.input_times("valid"))
     best = max((r for r in history if "valid" in r),
                key=lambda r: r["valid"]["ndcg@10"])
     results[name] = {"overrides": overrides, "valid": best["valid"],

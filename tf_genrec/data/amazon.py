@@ -10,13 +10,14 @@ first), `<Name>.item.json` ({"<item>": {"title", ...}}) and optionally
 `<Name>.timestamps.json` ({"<user>": [unix seconds, ...]} parallel to the
 interactions); `<Name>` is found from the directory (e.g. amazon-scientific:
 Scientific, amazon-office: Office). Item indices in the files are the item ids
-everywhere in the project. The tools feed positions as the behaviour
-timestamps either way (prompts carry no time); `Dataset.timestamps` is
-there for time-aware splits and features.
+everywhere in the project. The generative tools feed positions as the
+behaviour timestamps either way (prompts carry no time); `Dataset.timestamps`
+feeds HSTU's time bias (`leave_one_out(histories, timestamps)`).
 """
 import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -134,6 +135,9 @@ class LeaveOneOutSplit:
   test_inputs: Ragged  # per user: int64 h[:-1]
   valid_targets: np.ndarray  # [num_users] int64
   test_targets: np.ndarray  # [num_users] int64
+  # The timestamps of train and test_inputs' items, when split with them.
+  train_times: Optional[Ragged] = None
+  test_input_times: Optional[Ragged] = None
 
   @property
   def valid_inputs(self) -> Ragged:
@@ -157,17 +161,39 @@ class LeaveOneOutSplit:
       return self.test_inputs, self.test_targets
     raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
 
+  def input_times(self, split: str) -> Optional[Ragged]:
+    """("valid" | "test") -> the timestamps parallel to its inputs (None
+    when split without timestamps)."""
+    self.inputs_and_targets(split)  # checks the name
+    return self.train_times if split == "valid" else self.test_input_times
 
-def leave_one_out(histories) -> LeaveOneOutSplit:
+
+def _inputs(rows: Ragged):
+  """(h[:-2], h[:-1]): the train (= validation) and test inputs of rows."""
+  return rows.shortened(2), rows.shortened(1)
+
+
+def leave_one_out(histories, timestamps=None) -> LeaveOneOutSplit:
+  """The split of histories, and of the timestamps parallel to them."""
   histories = Ragged.from_rows(histories)
   short = np.flatnonzero(histories.lengths < MIN_HISTORY)
   if short.size:
     raise ValueError(f"history of user {short[0]} has "
                      f"{histories.lengths[short[0]]} items; "
                      f"leave-one-out needs >= {MIN_HISTORY}")
+  times = (None, None)
+  if timestamps is not None:
+    timestamps = Ragged.from_rows(timestamps)
+    if not np.array_equal(timestamps.lengths, histories.lengths):
+      raise ValueError("timestamps must be parallel to the histories: "
+                       f"{len(timestamps)} rows for {len(histories)} users, "
+                       "one timestamp per item")
+    times = _inputs(timestamps)
+  train, test_inputs = _inputs(histories)
   return LeaveOneOutSplit(
-      train=histories.shortened(2), test_inputs=histories.shortened(1),
-      valid_targets=histories.last(2), test_targets=histories.last(1))
+      train=train, test_inputs=test_inputs, valid_targets=histories.last(2),
+      test_targets=histories.last(1), train_times=times[0],
+      test_input_times=times[1])
 
 
 def item_popularity(histories, num_items: int) -> np.ndarray:

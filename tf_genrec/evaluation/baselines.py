@@ -15,16 +15,19 @@ from tf_genrec.evaluation.metrics import (DEFAULT_NDCG_KS, DEFAULT_RECALL_KS,
 
 def evaluate_scorer(score_fn, histories, targets, recall_ks=DEFAULT_RECALL_KS,
                     ndcg_ks=DEFAULT_NDCG_KS, batch_size=1024,
-                    exclude_history=False) -> dict:
+                    exclude_history=False, times=None) -> dict:
   """Ranks the full catalogue with `score_fn` per batch, then the metrics.
 
   exclude_history: a user's own history items are never ranked.
+  times: timestamps parallel to the histories, or None; when given, the
+  scorer is called as score_fn(histories, times).
   """
   top = max(tuple(recall_ks) + tuple(ndcg_ks))
   ranked = []
   for s in range(0, len(histories), batch_size):
     chunk = histories[s:s + batch_size]
-    scores = score_fn(chunk)
+    scores = (score_fn(chunk) if times is None else
+              score_fn(chunk, times[s:s + batch_size]))
     if exclude_history:
       scores = np.array(scores, np.float32)  # writable (most-popular is not)
       for row, history in enumerate(chunk):

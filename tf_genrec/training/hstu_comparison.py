@@ -3,7 +3,8 @@
 compare_hstu(HSTUComparisonOptions) runs, on one dataset directory's
 leave-one-out split and full catalogue: most-popular (training histories),
 optionally SASRec (trained, or one saved by train_sasrec), one HSTU per
-stochastic-length alpha (0 = off) and optionally an exported generative
+stochastic-length alpha (0 = off), with the time-gap attention bias when the
+dataset has timestamps (--time_bias), and optionally an exported generative
 recall model. SASRec and every HSTU train
 on the training histories and early-stop on validation NDCG@10; the HSTU
 with the best validation NDCG@10 is the chosen one. Every trained method
@@ -63,6 +64,10 @@ class HSTUComparisonOptions:
                          "Validation passes without improvement.")
   stochastic_length_alphas: list = option(
       ["0"], "One HSTU per alpha; 0 = stochastic length off, else in (0, 2].")
+  time_bias: str = option(
+      "auto", "HSTU's bucketed time-gap attention bias from the dataset's "
+      "timestamps: auto = on exactly when the dataset has them.",
+      choices=("auto", "on", "off"))
   seed: int = option(_TRAIN.seed, "Random seed.")
   sasrec: bool = option(False, "Also train + score SASRec (its defaults).")
   sasrec_dir: Optional[str] = option(
@@ -80,8 +85,19 @@ class HSTUComparisonOptions:
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(config)
             if f.name in names}
 
-  def hstu_config(self) -> HSTUConfig:
-    return dataclasses.replace(_MODEL, **self._shared_fields(_MODEL))
+  def hstu_config(self, dataset) -> HSTUConfig:
+    """The model's config; time_bias resolved against the dataset."""
+    if self.time_bias not in ("auto", "on", "off"):
+      raise OptionsError(f"time_bias={self.time_bias!r}: must be auto, on "
+                         "or off")
+    has_times = dataset.timestamps is not None
+    if self.time_bias == "on" and not has_times:
+      raise OptionsError(f"time_bias=on: dataset {dataset.name!r} "
+                         f"({self.data_dir}) has no timestamps")
+    return dataclasses.replace(_MODEL, **{
+        **self._shared_fields(_MODEL),
+        "time_bias": self.time_bias == "on" or (self.time_bias == "auto" and
+                                                has_times)})
 
   def train_config(self, alpha: float) -> HSTUTrainConfig:
     return dataclasses.replace(_TRAIN, **{
@@ -108,13 +124,17 @@ def compare_hstu(options: HSTUComparisonOptions) -> dict:
     raise OptionsError(f"sasrec_dir={options.sasrec_dir} scores a saved "
                        "SASRec: not with sasrec (it trains one)")
   dataset = load_dataset(options.data_dir)
-  split = leave_one_out(dataset.histories)
+  config = options.hstu_config(dataset)
+  split = leave_one_out(dataset.histories, dataset.timestamps
+                        if config.time_bias else None)
   both = {s: split.inputs_and_targets(s) for s in ("valid", "test")}
   report = {}
 
-  def score_all(name, scorer):
+  def score_all(name, scorer, times=False):
+    """times: the scorer also takes the inputs' timestamps."""
     report.setdefault(name, {}).update(
-        {s: evaluate_scorer(scorer, *both[s]) for s in both})
+        {s: evaluate_scorer(scorer, *both[s], times=split.input_times(s)
+                            if times else None) for s in both})
     logging.info("%s: %s", name, report[name])
 
   score_all("most_popular", MostPopular(split.train, dataset.num_items).score)
@@ -135,15 +155,15 @@ def compare_hstu(options: HSTUComparisonOptions) -> dict:
         top_n=max(DEFAULT_RECALL_KS))}
     logging.info("generative: %s", report["generative"])
 
-  config = options.hstu_config()
   chosen, best = None, -1.0
   for alpha in alphas:
     train_config = options.train_config(alpha)
     start = time.time()
     model, history = train_hstu_retrieval(
-        split.train, *both["valid"], dataset.num_items, config, train_config)
+        split.train, *both["valid"], dataset.num_items, config, train_config,
+        train_times=split.train_times, valid_times=split.input_times("valid"))
     name = f"hstu_sl{alpha:g}" if alpha else "hstu"
-    score_all(name, model.score)
+    score_all(name, model.score, times=True)
     report[name].update(
         hstu=dataclasses.asdict(config), train=dataclasses.asdict(train_config),
         epochs_run=len(history), train_seconds=round(time.time() - start, 1))

@@ -48,35 +48,56 @@ class HSTUTrainConfig:
                        f"[0, 2], got {self.stochastic_length_alpha}")
 
 
-def training_pairs(histories, max_len, alpha=0.0, rng=None):
+def training_pairs(histories, max_len, alpha=0.0, rng=None, times=None):
   """Inputs s[:-1] and next-item targets s[1:] as right-padded tokens, each
-  history first through stochastic length when alpha > 0."""
-  seqs = [h for h in histories if len(h) >= 2]
-  if alpha:
-    seqs = [stochastic_length(s, max_len, alpha, rng) for s in seqs]
+  history first through stochastic length when alpha > 0; with times
+  (parallel to histories) also the inputs' right-padded int64 timestamps,
+  else None."""
+  rows = [i for i, h in enumerate(histories) if len(h) >= 2]
+  seqs = [histories[i] for i in rows]
+  stamps = None if times is None else [times[i] for i in rows]
+  for j in range(len(seqs) if alpha else 0):
+    if stamps is None:
+      seqs[j] = stochastic_length(seqs[j], max_len, alpha, rng)
+    else:
+      seqs[j], stamps[j] = stochastic_length(seqs[j], max_len, alpha, rng,
+                                             stamps[j])
   seqs = [np.asarray(s)[-(max_len + 1):] for s in seqs]
+  input_times = None if stamps is None else pad_right(
+      [np.asarray(t)[-(max_len + 1):-1] for t in stamps], max_len,
+      dtype=np.int64)
   return (pad_right([s[:-1] for s in seqs], max_len, offset=1),
-          pad_right([s[1:] for s in seqs], max_len, offset=1))
+          pad_right([s[1:] for s in seqs], max_len, offset=1), input_times)
 
 
 def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
                          num_items, config: HSTUConfig,
                          train_config: HSTUTrainConfig,
-                         select_metric="ndcg@10"):
-  """-> (model with the best validation weights, per-epoch records)."""
+                         select_metric="ndcg@10", train_times=None,
+                         valid_times=None):
+  """-> (model with the best validation weights, per-epoch records).
+
+  train_times / valid_times: timestamps parallel to the histories, which
+  config.time_bias needs (and which are unused without it).
+  """
   tc = train_config
   tf.keras.utils.set_random_seed(tc.seed)
   rng = np.random.default_rng(tc.seed)
   model = HSTURetrieval(config, num_items)
   if not any(len(h) >= 2 for h in train_histories):
     raise ValueError("train_histories: no history has >= 2 items")
-  model.score([[0]])
+  if not config.time_bias:
+    train_times = valid_times = None
+  elif train_times is None or valid_times is None:
+    raise ValueError("HSTUConfig.time_bias needs train_times and "
+                     "valid_times")
+  model.build_weights()
   optimizer = tf.keras.optimizers.Adam(tc.learning_rate, beta_2=0.98)
 
   @tf.function(reduce_retracing=True)
-  def train_step(x, y, negatives):
+  def train_step(x, y, times, negatives):
     with tf.GradientTape() as tape:
-      states = model(x, training=True)
+      states = model(x, times, training=True)
       where = tf.where(y > 0)
       loss = sampled_softmax_loss(
           tf.gather_nd(states, where), tf.gather_nd(y, where) - 1, negatives,
@@ -90,8 +111,9 @@ def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
   every_item = np.arange(num_items)  # The negatives of a full softmax.
   for epoch in progress:
     # Stochastic length draws new subsamples every epoch.
-    inputs, targets = training_pairs(train_histories, config.max_len,
-                                     tc.stochastic_length_alpha, rng)
+    inputs, targets, times = training_pairs(
+        train_histories, config.max_len, tc.stochastic_length_alpha, rng,
+        train_times)
     order = rng.permutation(len(inputs))
     losses = []
     for start in range(0, len(inputs), tc.batch_size):
@@ -103,12 +125,13 @@ def train_hstu_retrieval(train_histories, valid_histories, valid_targets,
                    if tc.num_negatives else every_item)
       losses.append(float(train_step(
           tf.constant(inputs[rows, :width]), tf.constant(targets[rows, :width]),
+          None if times is None else tf.constant(times[rows, :width]),
           tf.constant(negatives, tf.int32))))
     record = {"epoch": epoch, "loss": float(np.mean(losses))}
     history.append(record)
     if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.max_epochs:
       record["valid"] = evaluate_scorer(model.score, valid_histories,
-                                        valid_targets)
+                                        valid_targets, times=valid_times)
       logging.info("epoch %d loss %.4f valid %s", epoch, record["loss"],
                    record["valid"])
       progress.set_postfix(

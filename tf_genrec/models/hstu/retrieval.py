@@ -15,9 +15,10 @@ from tf_genrec.models.hstu.encoder import HSTUEncoder
 from tf_genrec.models.hstu.io import read_config, restore_weights, save_model
 
 
-def pad_right(sequences, max_len: int, offset: int = 0) -> np.ndarray:
+def pad_right(sequences, max_len: int, offset: int = 0,
+              dtype=np.int32) -> np.ndarray:
   """The last max_len entries (+ offset) of each sequence, right-padded 0."""
-  out = np.zeros((len(sequences), max_len), np.int32)
+  out = np.zeros((len(sequences), max_len), dtype)
   for row, seq in enumerate(sequences):
     seq = np.asarray(seq)[-max_len:]
     out[row, :len(seq)] = seq + offset
@@ -35,12 +36,13 @@ class HSTURetrieval(tf.keras.Model):
     self.input_dropout = tf.keras.layers.Dropout(config.dropout)
     self.encoder = HSTUEncoder(config, name="encoder")
     self._catalogue_scores = tf.function(
-        lambda tokens: tf.matmul(self.user_vectors(tokens),
-                                 self.item_vectors(), transpose_b=True),
+        lambda tokens, times: tf.matmul(self.user_vectors(tokens, times),
+                                        self.item_vectors(), transpose_b=True),
         reduce_retracing=True)
 
   def call(self, tokens, times=None, training=False):
-    """tokens [B, T] (0 = pad, right-padded) -> unit states [B, T, D]."""
+    """tokens [B, T] (0 = pad, right-padded), times [B, T] int64 seconds
+    (needed with config.time_bias, else ignored) -> unit states [B, T, D]."""
     x = self.item_emb(tokens) * (self.config.hidden_dim ** 0.5)
     x = self.input_dropout(x, training=training)
     states = self.encoder(x, tokens > 0, times, training=training)
@@ -61,10 +63,23 @@ class HSTURetrieval(tf.keras.Model):
       table = tf.gather(table, rows)
     return tf.math.l2_normalize(table, axis=-1)
 
-  def score(self, histories):
-    """Histories (item ids, oldest first) -> [len, num_items] cosines."""
+  def score(self, histories, times=None):
+    """Histories (item ids, oldest first) and, with config.time_bias, their
+    timestamps (parallel) -> [len, num_items] cosines."""
     tokens = pad_right(histories, self.config.max_len, offset=1)
-    return self._catalogue_scores(tf.constant(tokens)).numpy()
+    if self.config.time_bias:
+      if times is None:
+        raise ValueError("HSTUConfig.time_bias: score needs the histories' "
+                         "timestamps")
+      times = tf.constant(pad_right(times, self.config.max_len,
+                                    dtype=np.int64))
+    else:
+      times = None  # No time bias: the times would only cost a retrace.
+    return self._catalogue_scores(tf.constant(tokens), times).numpy()
+
+  def build_weights(self):
+    """Creates the weights (one tiny forward pass)."""
+    self.score([[0]], [[0]])
 
 
 def sampled_softmax_loss(users, targets, negatives, item_vectors,
@@ -100,5 +115,5 @@ def save_hstu_retrieval(model: HSTURetrieval, model_dir: str):
 def load_hstu_retrieval(model_dir: str) -> HSTURetrieval:
   saved = read_config(model_dir)
   model = HSTURetrieval(HSTUConfig(**saved["hstu"]), saved["num_items"])
-  model.score([[0]])  # creates the weights
+  model.build_weights()
   return restore_weights(model, model_dir)

@@ -10,16 +10,23 @@ every user still contributes.
 import numpy as np
 
 
-def stochastic_length(sequence, max_len: int, alpha: float, rng):
-  """One training sequence (oldest first) -> itself or an SL subsample."""
+def stochastic_length(sequence, max_len: int, alpha: float, rng,
+                      times=None):
+  """One training sequence (oldest first) -> itself or an SL subsample; with
+  times (parallel to it) -> (sequence, times) both subsampled alike."""
   if not 0 < alpha <= 2:
     raise ValueError(f"stochastic length alpha must be in (0, 2], got {alpha}")
   n = len(sequence)
   threshold = int(max_len ** (alpha / 2))
   if n <= threshold or rng.random() < max_len ** alpha / n ** 2:
-    return sequence
-  keep = np.sort(rng.choice(n, threshold, replace=False))
-  return np.asarray(sequence)[keep]
+    keep = slice(None)
+  else:
+    keep = np.sort(rng.choice(n, threshold, replace=False))
+  if times is None:
+    return np.asarray(sequence)[keep]
+  if len(times) != n:
+    raise ValueError(f"{len(times)} times for a sequence of {n} items")
+  return np.asarray(sequence)[keep], np.asarray(times)[keep]
 
 
 def sequentialize(main_times, main_values, side_series):
