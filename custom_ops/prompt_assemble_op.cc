@@ -202,8 +202,8 @@ class PromptAssembleOp : public OpKernel {
                 " without any history item (", ctx_len(b),
                 " context tokens) > max_prompt_len=", max_prompt_len_)));
         // The largest n that fits: first among full items, then old ones.
-        n = std::min(full, (max_prompt_len_ - base + sep_len) /
-                               (num_levels + sep_len));
+        n = std::min(
+            full, (max_prompt_len_ - base + sep_len) / (num_levels + sep_len));
         if (n == full) {
           n += (max_prompt_len_ - length_with(n)) / (old_levels + sep_len);
         }
