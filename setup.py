@@ -68,7 +68,10 @@ class TfOpsBuildExt(build_ext):
     if ext.name == TENSORRT_LLM_LIBRARY:
       ext_flags += ["-L" + os.path.dirname(out), "-l:_tf_genrec_ops.so",
                     "-Wl,-rpath,$ORIGIN"]
-    cmd = (["g++", "-shared", "-fPIC", "-O2", "-std=c++17", "-Wall"] +
+    # -O3 -fno-trapping-math: the engine's element-wise loops vectorise
+    # (custom_ops/engine/vector_math.cc); custom_ops/BUILD sets the same.
+    cmd = (["g++", "-shared", "-fPIC", "-O3", "-fno-trapping-math",
+            "-std=c++17", "-Wall"] +
            ext.sources + ["-o", out] + compile_flags +
            tf.sysconfig.get_link_flags() + ext_flags)
     print(" ".join(cmd))

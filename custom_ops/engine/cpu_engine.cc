@@ -20,6 +20,7 @@
 #include "cblas.h"
 #include "custom_ops/engine/prefix_cache.h"
 #include "custom_ops/engine/trie.h"
+#include "custom_ops/engine/vector_math.h"
 
 namespace tf_genrec {
 namespace {
@@ -96,9 +97,7 @@ void Gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
 // next kernel.
 void RmsNormRow(const float* x, int h, float eps,
                 const std::vector<float>& weight, float* out) {
-  float sum = 0.0f;
-  for (int i = 0; i < h; ++i) sum += x[i] * x[i];
-  const float scale = 1.0f / std::sqrt(sum / h + eps);
+  const float scale = 1.0f / std::sqrt(SumOfSquares(x, h) / h + eps);
   for (int i = 0; i < h; ++i) out[i] = x[i] * scale;
   if (weight.empty()) return;
   for (int i = 0; i < h; ++i) out[i] *= weight[i];
@@ -748,6 +747,18 @@ class CpuEngine : public Engine {
         Widen(&model_.embed.bf16[at], h, &x[r * h]);
       }
     }
+    // Each row's RoPE cos and sin, shared by the layers.
+    const int half = d.head_dim / 2;
+    std::vector<float> rope_cos(static_cast<size_t>(rows) * half);
+    std::vector<float> rope_sin(static_cast<size_t>(rows) * half);
+    for (int r = 0; r < rows; ++r) {
+      for (int i = 0; i < half; ++i) {
+        const float angle =
+            static_cast<float>(positions[r]) * model_.inv_freq[i];
+        rope_cos[r * half + i] = std::cos(angle);
+        rope_sin[r * half + i] = std::sin(angle);
+      }
+    }
     std::vector<float> normed(static_cast<size_t>(rows) * h);
     const int nq = d.qkv_width();
     std::vector<float> qkv(static_cast<size_t>(rows) * nq);
@@ -764,7 +775,8 @@ class CpuEngine : public Engine {
           row[j] = row[j] * w.q_scale + w.qkv_bias[j];
         }
         for (int j = d.q_width(); j < nq; ++j) row[j] += w.qkv_bias[j];
-        Rope(row, d.heads + d.kv_heads, positions[r]);
+        Rope(row, d.heads + d.kv_heads, d.head_dim, &rope_cos[r * half],
+             &rope_sin[r * half]);
       }
       StoreKv(a, li, qkv.data(), begin, rows);
       int first = 0;
@@ -828,21 +840,6 @@ class CpuEngine : public Engine {
         }
       }
     });
-  }
-
-  // HF rotate_half RoPE on the first `heads` heads of a q|k|v row.
-  void Rope(float* row, int heads, int position) const {
-    const int dd = model_.d.head_dim, half = dd / 2;
-    for (int i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(position) * model_.inv_freq[i];
-      const float c = std::cos(angle), s = std::sin(angle);
-      for (int hh = 0; hh < heads; ++hh) {
-        float* v = row + hh * dd;
-        const float x1 = v[i], x2 = v[i + half];
-        v[i] = x1 * c - x2 * s;
-        v[i + half] = x2 * c + x1 * s;
-      }
-    }
   }
 
   // Keeps this step's k and v: prompt rows fill their places [begin,
@@ -915,15 +912,14 @@ class CpuEngine : public Engine {
             for (int e = 0; e < dd; ++e) dot += q[row * dd + e] * key[e];
             s[p + j] = dot;
           }
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j < visible; ++j) mx = std::max(mx, s[j]);
-          for (int j = p; j < p + t; ++j) mx = std::max(mx, s[j]);
-          float sum = 0.0f;
-          for (int j = 0; j < p + t; ++j) {
-            s[j] = (j < visible || j >= p) ? std::exp(s[j] - mx) : 0.0f;
-            sum += s[j];
-          }
-          for (int j = 0; j < p + t; ++j) s[j] /= sum;
+          const float mx =
+              Max(s + p, t,
+                  Max(s, visible, -std::numeric_limits<float>::infinity()));
+          const float sum =
+              ExpShifted(s, visible, mx) + ExpShifted(s + p, t, mx);
+          std::fill(s + visible, s + p, 0.0f);
+          const float inv = 1.0f / sum;
+          for (int j = 0; j < p + t; ++j) s[j] *= inv;
           std::copy_n(s, p, &probs[row * p]);
         }
       }
@@ -966,10 +962,7 @@ class CpuEngine : public Engine {
     std::vector<float> act(static_cast<size_t>(m) * inter);
     for (int r = 0; r < m; ++r) {
       const float* g = &gu[static_cast<size_t>(r) * 2 * inter];
-      for (int j = 0; j < inter; ++j) {
-        act[static_cast<size_t>(r) * inter + j] =
-            g[j] / (1.0f + std::exp(-g[j])) * g[inter + j];
-      }
+      SiluMul(g, g + inter, inter, &act[static_cast<size_t>(r) * inter]);
     }
     ParallelGemm(m, h, inter, act.data(), inter, w.down, 0, h, false,
                  tmp.data(), h);
