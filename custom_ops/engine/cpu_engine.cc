@@ -86,12 +86,13 @@ void Widen(const uint16_t* in, int64_t n, float* out) {
 }
 
 // C[m, n] = A[m, k] @ B (B [k, n] row-major with leading dim ldb, or its
-// transpose [n, k] when trans_b).
+// transpose [n, k] when trans_b); C += A @ B when accumulate (the residual
+// adds, without a temporary).
 void Gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
-          bool trans_b, float* c, int ldc) {
+          bool trans_b, float* c, int ldc, bool accumulate = false) {
   scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda,
-                    b, ldb, 0.0f, c, ldc);
+                    b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
 }
 
 // x * rsqrt(mean(x^2) + eps) * weight; an empty weight is folded into the
@@ -829,7 +830,7 @@ class CpuEngine : public Engine {
   // request-independent as the blocks): float32 compute, bfloat16 storage.
   void ParallelGemm(int m, int n, int k, const float* a, int lda,
                     const Weights& b, size_t b_offset, int ldb, bool trans_b,
-                    float* c, int ldc) {
+                    float* c, int ldc, bool accumulate = false) {
     constexpr int kMinBlockColumns = 64, kAlign = 16;
     constexpr int kScratchFloats = 128 * 1024;
     const int blocks =
@@ -844,7 +845,7 @@ class CpuEngine : public Engine {
         const float* w = b.f32.data() + b_offset;
         Gemm(m, cols, k, a, lda,
              trans_b ? w + static_cast<size_t>(first) * ldb : w + first, ldb,
-             trans_b, c + first, ldc);
+             trans_b, c + first, ldc, accumulate);
         return;
       }
       thread_local std::vector<float> scratch;
@@ -857,13 +858,15 @@ class CpuEngine : public Engine {
             Widen(w + static_cast<size_t>(c0 + r) * ldb, k,
                   &scratch[static_cast<size_t>(r) * k]);
           }
-          Gemm(m, cc, k, a, lda, scratch.data(), k, true, c + c0, ldc);
+          Gemm(m, cc, k, a, lda, scratch.data(), k, true, c + c0, ldc,
+               accumulate);
         } else {
           for (int r = 0; r < k; ++r) {
             Widen(w + static_cast<size_t>(r) * ldb + c0, cc,
                   &scratch[static_cast<size_t>(r) * cc]);
           }
-          Gemm(m, cc, k, a, lda, scratch.data(), cc, false, c + c0, ldc);
+          Gemm(m, cc, k, a, lda, scratch.data(), cc, false, c + c0, ldc,
+               accumulate);
         }
       }
     });
@@ -915,7 +918,6 @@ class CpuEngine : public Engine {
     pool_.ParallelFor(d.kv_heads, [&](int kh) {
       std::vector<float> q(static_cast<size_t>(nrow) * dd);
       std::vector<float> scores(static_cast<size_t>(nrow) * (p + t));
-      std::vector<float> probs(static_cast<size_t>(nrow) * p);
       std::vector<float> o(static_cast<size_t>(nrow) * dd);
       for (int i = 0; i < nqr; ++i) {
         std::copy_n(qkv + static_cast<size_t>(first + i) * nq + kh * group * dd,
@@ -947,10 +949,10 @@ class CpuEngine : public Engine {
           std::fill(s + visible, s + p, 0.0f);
           const float inv = 1.0f / sum;
           for (int j = 0; j < p + t; ++j) s[j] *= inv;
-          std::copy_n(s, p, &probs[row * p]);
         }
       }
-      Gemm(nrow, dd, p, probs.data(), p, pv, kvw, false, o.data(), dd);
+      // o = probabilities[:, :p] @ prompt_v, read in place from scores.
+      Gemm(nrow, dd, p, scores.data(), p + t, pv, kvw, false, o.data(), dd);
       for (int i = 0; i < nqr; ++i) {
         for (int g = 0; g < group; ++g) {
           const size_t row = static_cast<size_t>(i) * group + g;
@@ -975,10 +977,8 @@ class CpuEngine : public Engine {
                      std::vector<float>* x) {
     const Dims& d = model_.d;
     const int h = d.hidden, inter = d.inter;
-    std::vector<float> tmp(static_cast<size_t>(m) * h);
     ParallelGemm(m, h, d.q_width(), attn, d.q_width(), w.o, 0, h, false,
-                 tmp.data(), h);
-    for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
+                 x->data(), h, /*accumulate=*/true);
     std::vector<float> normed(static_cast<size_t>(m) * h);
     for (int r = 0; r < m; ++r) {
       RmsNormRow(&(*x)[r * h], h, d.eps, w.ln2, &normed[r * h]);
@@ -991,9 +991,8 @@ class CpuEngine : public Engine {
       const float* g = &gu[static_cast<size_t>(r) * 2 * inter];
       SiluMul(g, g + inter, inter, &act[static_cast<size_t>(r) * inter]);
     }
-    ParallelGemm(m, h, inter, act.data(), inter, w.down, 0, h, false,
-                 tmp.data(), h);
-    for (size_t i = 0; i < tmp.size(); ++i) (*x)[i] += tmp[i];
+    ParallelGemm(m, h, inter, act.data(), inter, w.down, 0, h, false, x->data(),
+                 h, /*accumulate=*/true);
   }
 
   // After a step, new beam i continues old beam parent(i): its cache is the
