@@ -56,7 +56,15 @@ inline float ExpInline(float x) {
   return p * scale;
 }
 
-inline float SumLanes(const float* acc) {
+// sum(f(x[i])) over x[0, n) in kLanes partial sums.
+template <typename F>
+inline float SumOf(const float* x, int n, F f) {
+  float acc[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(x[i + l]);
+  }
+  for (; i < n; ++i) acc[i % kLanes] += f(x[i]);
   float sum = 0.0f;
   for (int l = 0; l < kLanes; ++l) sum += acc[l];
   return sum;
@@ -68,25 +76,13 @@ float Exp(float x) { return ExpInline(x); }
 
 TF_GENREC_VECTORIZED
 float SumOfSquares(const float* x, int n) {
-  float acc[kLanes] = {};
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l] * x[i + l];
-  }
-  for (; i < n; ++i) acc[i % kLanes] += x[i] * x[i];
-  return SumLanes(acc);
+  return SumOf(x, n, [](float v) { return v * v; });
 }
 
 TF_GENREC_VECTORIZED
 float ExpShifted(float* x, int n, float shift) {
   for (int i = 0; i < n; ++i) x[i] = ExpInline(x[i] - shift);
-  float acc[kLanes] = {};
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) acc[l] += x[i + l];
-  }
-  for (; i < n; ++i) acc[i % kLanes] += x[i];
-  return SumLanes(acc);
+  return SumOf(x, n, [](float v) { return v; });
 }
 
 TF_GENREC_VECTORIZED
