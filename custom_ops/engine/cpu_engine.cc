@@ -775,16 +775,19 @@ class CpuEngine : public Engine {
         Widen(&model_.embed.bf16[at], h, &x[r * h]);
       }
     }
-    // Each row's RoPE cos and sin, shared by the layers.
+    // RoPE cos and sin per position, shared by the layers. The rows'
+    // positions are consecutive (a prompt chunk) or one (every beam's).
     const int half = d.head_dim / 2;
-    std::vector<float> rope_cos(static_cast<size_t>(rows) * half);
-    std::vector<float> rope_sin(static_cast<size_t>(rows) * half);
-    for (int r = 0; r < rows; ++r) {
+    const int first_position = positions[0];
+    const int num_positions = positions[rows - 1] - first_position + 1;
+    std::vector<float> rope_cos(static_cast<size_t>(num_positions) * half);
+    std::vector<float> rope_sin(static_cast<size_t>(num_positions) * half);
+    for (int j = 0; j < num_positions; ++j) {
       for (int i = 0; i < half; ++i) {
         const float angle =
-            static_cast<float>(positions[r]) * model_.inv_freq[i];
-        rope_cos[r * half + i] = std::cos(angle);
-        rope_sin[r * half + i] = std::sin(angle);
+            static_cast<float>(first_position + j) * model_.inv_freq[i];
+        rope_cos[j * half + i] = std::cos(angle);
+        rope_sin[j * half + i] = std::sin(angle);
       }
     }
     std::vector<float> normed(static_cast<size_t>(rows) * h);
@@ -803,8 +806,9 @@ class CpuEngine : public Engine {
           row[j] = row[j] * w.q_scale + w.qkv_bias[j];
         }
         for (int j = d.q_width(); j < nq; ++j) row[j] += w.qkv_bias[j];
-        Rope(row, d.heads + d.kv_heads, d.head_dim, &rope_cos[r * half],
-             &rope_sin[r * half]);
+        const int j = positions[r] - first_position;
+        Rope(row, d.heads + d.kv_heads, d.head_dim, &rope_cos[j * half],
+             &rope_sin[j * half]);
       }
       StoreKv(a, li, qkv.data(), begin, rows);
       int first = 0;

@@ -7,9 +7,8 @@
 // the loader picks one for the CPU (GCC/Clang function multiversioning), so
 // the library still runs on any CPU TensorFlow does. The loops vectorise
 // because the build uses -O3 -fno-trapping-math (the latter lets the clamps
-// in Exp become vector min/max).
-// Defining TF_GENREC_VECTORIZED empty builds the baseline only (the tests
-// check both).
+// in Exp become vector min/max). Defining TF_GENREC_VECTORIZED empty builds
+// the baseline only (the tests check both).
 #ifndef TF_GENREC_VECTORIZED
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TF_GENREC_VECTORIZED __attribute__((target_clones("avx2", "default")))

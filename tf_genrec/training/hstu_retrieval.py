@@ -56,12 +56,13 @@ def training_pairs(histories, max_len, alpha=0.0, rng=None, times=None):
   rows = [i for i, h in enumerate(histories) if len(h) >= 2]
   seqs = [histories[i] for i in rows]
   stamps = None if times is None else [times[i] for i in rows]
-  for j in range(len(seqs) if alpha else 0):
-    if stamps is None:
-      seqs[j] = stochastic_length(seqs[j], max_len, alpha, rng)
-    else:
-      seqs[j], stamps[j] = stochastic_length(seqs[j], max_len, alpha, rng,
-                                             stamps[j])
+  if alpha:
+    for j, seq in enumerate(seqs):
+      if stamps is None:
+        seqs[j] = stochastic_length(seq, max_len, alpha, rng)
+      else:
+        seqs[j], stamps[j] = stochastic_length(seq, max_len, alpha, rng,
+                                               stamps[j])
   seqs = [np.asarray(s)[-(max_len + 1):] for s in seqs]
   input_times = None if stamps is None else pad_right(
       [np.asarray(t)[-(max_len + 1):-1] for t in stamps], max_len,
