@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cblas.h"
 #include "custom_ops/engine/prefix_cache.h"
+#include "custom_ops/engine/row_tiling.h"
 #include "custom_ops/engine/trie.h"
 #include "custom_ops/engine/vector_math.h"
 
@@ -338,7 +339,7 @@ class ThreadPool {
   int num_threads() const { return num_threads_; }
 
   void ParallelFor(int n, const std::function<void(int)>& fn) {
-    if (n == 1 || workers_.empty()) {
+    if (n <= 1 || workers_.empty()) {
       for (int i = 0; i < n; ++i) fn(i);
       return;
     }
@@ -457,6 +458,35 @@ struct Active {
   }
 };
 
+// One request's rows in a forward: its prompt tokens [begin, end) until it
+// has prefilled, then one row per live beam (begin, end unused).
+struct Part {
+  Active* a;
+  int begin = 0, end = 0;
+  int rows() const {
+    return a->prefilled ? a->search.num_beams() : end - begin;
+  }
+};
+
+// A part's row positions and the RoPE cos and sin, [distinct positions,
+// D / 2] from first_position on, that every layer uses.
+struct PartRows {
+  std::vector<int> positions;
+  int first_position = 0;
+  std::vector<float> cos, sin;
+};
+
+// A forward's last-layer output rows, [layout.rows, H]; part i's are rows
+// layout.at[i].
+struct Hidden {
+  std::vector<float> x;
+  RowLayout layout;
+};
+
+// Rows per matrix-product call: the largest call CalibrateRowTiling checks,
+// a multiple of every tile it tries.
+constexpr int kMaxCallRows = 768;
+
 class CpuEngine : public Engine {
  public:
   CpuEngine(const EngineConfig& config, Model model, SemanticIdTrie trie,
@@ -465,7 +495,8 @@ class CpuEngine : public Engine {
         model_(std::move(model)),
         trie_(std::move(trie)),
         cache_(std::move(cache)),
-        pool_(num_threads) {
+        pool_(num_threads),
+        tiling_(CalibrateRowTiling(LayerProducts(), kMaxCallRows)) {
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -515,6 +546,7 @@ class CpuEngine : public Engine {
     absl::MutexLock lock(&mu_);
     EngineStats stats = stats_;
     stats.queued = queued_;
+    stats.row_tile = tiling_.merges() ? tiling_.tile : 0;
     if (cache_ != nullptr) {
       const PrefixCacheStats c = cache_->Stats();
       stats.prefix_cache_hits = c.hits;
@@ -532,7 +564,8 @@ class CpuEngine : public Engine {
         "CpuEngine(layers=", d.layers, ", hidden=", d.hidden,
         ", num_levels=", config().num_levels,
         ", codebook_size=", config().codebook_size, ", sids=", trie_.num_sids(),
-        ", weights=", model_.embed.bf16.empty() ? "float32" : "bfloat16", ")");
+        ", weights=", model_.embed.bf16.empty() ? "float32" : "bfloat16",
+        ", row_tile=", tiling_.merges() ? tiling_.tile : 0, ")");
   }
 
  private:
@@ -629,14 +662,25 @@ class CpuEngine : public Engine {
     a->cached_len = a->cached.size() * cache_->block_tokens();
   }
 
-  // One scheduler step: every running request advances one level (a newly
-  // admitted one runs its prompt and scores level 0), back to back so the
-  // weights stay cache-hot, then the finished ones are answered.
+  // One scheduler step: every running request advances one level. Newly
+  // admitted requests run their prompts and score level 0, each on its own;
+  // the others' rows share one forward when the CPU's row tiling allows it
+  // (row_tiling.h), else each request runs its own.
   void RunStep() {
     int64_t step_tokens = 0;
-    for (auto& a : running_) step_tokens += a->rows();
-    pool_.ParallelFor(running_.size(),
-                      [this](int i) { Forward(running_[i].get()); });
+    std::vector<Active*> prefill, decode;
+    for (auto& a : running_) {
+      step_tokens += a->rows();
+      (a->prefilled ? decode : prefill).push_back(a.get());
+    }
+    pool_.ParallelFor(prefill.size(), [&](int i) { Prefill(prefill[i]); });
+    int64_t padding_rows = 0;
+    if (tiling_.merges() && !decode.empty()) {
+      padding_rows = Decode(decode, tiling_);
+    } else {
+      pool_.ParallelFor(decode.size(),
+                        [&](int i) { Decode({decode[i]}, RowTiling{}); });
+    }
     std::vector<ActivePtr> finished;
     for (auto it = running_.begin(); it != running_.end();) {
       if ((*it)->search.done()) {
@@ -651,6 +695,7 @@ class CpuEngine : public Engine {
       queued_ -= finished.size();
       ++stats_.steps;
       stats_.step_tokens += step_tokens;
+      stats_.padding_rows += padding_rows;
       stats_.max_step_requests = std::max<int64_t>(
           stats_.max_step_requests, running_.size() + finished.size());
       stats_.requests_completed += finished.size();
@@ -658,30 +703,48 @@ class CpuEngine : public Engine {
     for (auto& a : finished) a->done(a->search.Result());
   }
 
-  // One request's forward over its rows (its prompt's uncached tokens, or
-  // one token per live beam) and its beam-search step.
-  void Forward(Active* a) {
+  // A newly admitted request's uncached prompt tokens, then its level-0
+  // beam-search step.
+  void Prefill(Active* a) {
+    StartPrefill(a);
+    // With the cache on, the prompt runs in block-aligned chunks: a block's
+    // K/V then never depends on how much of the prompt was cached, so an
+    // answer is the same bits hit or miss.
+    const int chunk = cache_ ? cache_->block_tokens() : a->prompt_len;
+    Hidden out;
+    for (int begin = a->cached_len; begin < a->prompt_len; begin += chunk) {
+      out = Layers({Part{a, begin, std::min(begin + chunk, a->prompt_len)}},
+                   RowTiling{});
+    }
+    if (cache_ != nullptr) CacheBlocks(*a);
+    Score(a, out, 0);
+  }
+
+  // One level of the prefilled requests in `group`, their beams' rows in one
+  // forward laid out by `tiling`; returns the padding rows it computed.
+  int Decode(const std::vector<Active*>& group, const RowTiling& tiling) {
+    std::vector<Part> parts;
+    int rows = 0;
+    for (Active* a : group) {
+      parts.push_back(Part{a});
+      rows += parts.back().rows();
+    }
+    const Hidden out = Layers(parts, tiling);
+    pool_.ParallelFor(group.size(), [&](int i) { Score(group[i], out, i); });
+    return out.layout.rows - rows;
+  }
+
+  // Part i's output rows in `out` (the last prompt token's, or every
+  // beam's) through the final norm and its level's LM head, then the
+  // request's beam-search step.
+  void Score(Active* a, const Hidden& out, int i) {
     const Dims& d = model_.d;
     const int h = d.hidden;
-    if (a->prompt_k.empty()) StartPrefill(a);
-    std::vector<float> x;
-    if (a->prefilled) {
-      x = Layers(a, 0, 0);
-    } else {
-      // With the cache on, the prompt runs in block-aligned chunks: a
-      // block's K/V then never depends on how much of the prompt was cached,
-      // so an answer is the same bits hit or miss.
-      const int chunk = cache_ ? cache_->block_tokens() : a->prompt_len;
-      for (int begin = a->cached_len; begin < a->prompt_len; begin += chunk) {
-        x = Layers(a, begin, std::min(begin + chunk, a->prompt_len));
-      }
-      if (cache_ != nullptr) CacheBlocks(*a);
-    }
-    // Level logits of the remaining rows (1 for a prompt, else every beam).
     const int m = a->search.num_beams(), k = config().codebook_size;
     std::vector<float> normed(static_cast<size_t>(m) * h);
     for (int r = 0; r < m; ++r) {
-      RmsNormRow(&x[r * h], h, d.eps, model_.final_norm, &normed[r * h]);
+      RmsNormRow(&out.x[static_cast<size_t>(out.layout.at[i][r]) * h], h, d.eps,
+                 model_.final_norm, &normed[r * h]);
     }
     std::vector<float> logits(static_cast<size_t>(m) * k);
     ParallelGemm(m, k, h, normed.data(), h, model_.level_heads,
@@ -740,101 +803,182 @@ class CpuEngine : public Engine {
     }
   }
 
-  // The decoder layers over this step's rows of one request: prompt tokens
-  // [begin, end), or one token per live beam (begin, end unused). Returns
-  // the last layer's output rows the caller scores: every beam's, the last
-  // prompt token's for the prompt's final chunk, none for an earlier chunk.
-  // Every matrix product here involves this request's rows only, with
-  // shapes fixed by its own state: OpenBLAS's sgemm results for a row depend
-  // on the call's row count and on the row's position in it (measured on
-  // this project's CPUs), so rows of different requests never share a
-  // product; that is what makes an answer bit-identical whatever it was
-  // batched with.
-  std::vector<float> Layers(Active* a, int begin, int end) {
+  // The decoder layers over the parts' rows, each product over all of them
+  // in the rows `tiling` packs them to (row_tiling.h: a row's result then
+  // depends on its own values only, which keeps every answer bit-identical
+  // whatever it was batched with). Returns the last layer's output rows the
+  // caller scores: every beam's, the last prompt token's for a prompt's
+  // final chunk, none for an earlier chunk.
+  Hidden Layers(const std::vector<Part>& parts, const RowTiling& tiling) {
     const Dims& d = model_.d;
-    const int h = d.hidden;
-    const int rows = a->prefilled ? a->search.num_beams() : end - begin;
-    std::vector<int32_t> tokens(rows), positions(rows);
-    for (int r = 0; r < rows; ++r) {
-      if (a->prefilled) {
-        const int level = a->search.level() - 1;  // of the code fed in
-        tokens[r] = config().sid_offset + level * config().codebook_size +
-                    a->search.code(r);
-        positions[r] = a->prompt_len + level;
-      } else {
-        tokens[r] = a->request.prompt[begin + r];
-        positions[r] = begin + r;
+    const int h = d.hidden, nq = d.qkv_width(), n = parts.size();
+    std::vector<int> rows(n);
+    for (int i = 0; i < n; ++i) rows[i] = parts[i].rows();
+    RowLayout layout = PackRows(tiling, rows);
+    std::vector<float> x(static_cast<size_t>(layout.rows) * h, 0.0f);
+    std::vector<PartRows> part_rows(n);
+    pool_.ParallelFor(n, [&](int i) {
+      part_rows[i] = Embed(parts[i], layout.at[i], x.data());
+    });
+    std::vector<float> normed(static_cast<size_t>(layout.rows) * h);
+    std::vector<float> qkv(static_cast<size_t>(layout.rows) * nq);
+    for (int li = 0; li < d.layers; ++li) {
+      const Layer& w = model_.layers[li];
+      for (int r = 0; r < layout.rows; ++r) {
+        RmsNormRow(&x[r * h], h, d.eps, w.ln1, &normed[r * h]);
       }
+      ParallelGemm(layout.rows, nq, h, normed.data(), h, w.qkv, 0, nq, false,
+                   qkv.data(), nq);
+      // The last layer goes on with the rows the caller scores only.
+      std::vector<int> first(n, 0), kept(n);
+      for (int i = 0; i < n; ++i) {
+        const Part& part = parts[i];
+        if (li + 1 == d.layers && !part.a->prefilled) {
+          first[i] = part.end == part.a->prompt_len ? rows[i] - 1 : rows[i];
+        }
+        kept[i] = rows[i] - first[i];
+      }
+      const bool compact = kept != rows;
+      RowLayout kept_layout = compact ? PackRows(tiling, kept) : layout;
+      std::vector<float> attn(
+          static_cast<size_t>(kept_layout.rows) * d.q_width(), 0.0f);
+      pool_.ParallelFor(n, [&](int i) {
+        Attend(parts[i], part_rows[i], li, layout.at[i], qkv.data(), first[i],
+               kept_layout.at[i], attn.data());
+      });
+      if (kept_layout.rows == 0) return {};  // an earlier prompt chunk
+      if (compact) {
+        std::vector<float> kept_x(static_cast<size_t>(kept_layout.rows) * h,
+                                  0.0f);
+        for (int i = 0; i < n; ++i) {
+          for (int r = 0; r < kept[i]; ++r) {
+            std::copy_n(&x[static_cast<size_t>(layout.at[i][first[i] + r]) * h],
+                        h,
+                        &kept_x[static_cast<size_t>(kept_layout.at[i][r]) * h]);
+          }
+        }
+        x = std::move(kept_x);
+        layout = std::move(kept_layout);
+      }
+      AttnOutAndMlp(w, attn.data(), layout.rows, &x);
     }
-    std::vector<float> x(static_cast<size_t>(rows) * h);
+    return {std::move(x), std::move(layout)};
+  }
+
+  // A part's input embeddings, written to x's rows `at`, and the positions
+  // and RoPE tables its rows use in every layer.
+  PartRows Embed(const Part& part, const std::vector<int>& at, float* x) {
+    const Dims& d = model_.d;
+    const int h = d.hidden, rows = at.size();
+    const Active& a = *part.a;
+    PartRows out;
     for (int r = 0; r < rows; ++r) {
-      const size_t at = static_cast<size_t>(tokens[r]) * h;
+      int token;
+      if (a.prefilled) {
+        const int level = a.search.level() - 1;  // of the code fed in
+        token = config().sid_offset + level * config().codebook_size +
+                a.search.code(r);
+        out.positions.push_back(a.prompt_len + level);
+      } else {
+        token = a.request.prompt[part.begin + r];
+        out.positions.push_back(part.begin + r);
+      }
+      const size_t from = static_cast<size_t>(token) * h;
+      float* row = x + static_cast<size_t>(at[r]) * h;
       if (model_.embed.bf16.empty()) {
-        std::copy_n(&model_.embed.f32[at], h, &x[r * h]);
+        std::copy_n(&model_.embed.f32[from], h, row);
       } else {
-        Widen(&model_.embed.bf16[at], h, &x[r * h]);
+        Widen(&model_.embed.bf16[from], h, row);
       }
     }
-    // RoPE cos and sin per position, shared by the layers. The rows'
-    // positions are consecutive (a prompt chunk) or one (every beam's).
+    // The rows' positions are consecutive (a prompt chunk) or one (every
+    // beam's): cos and sin per distinct position.
     const int half = d.head_dim / 2;
-    const int first_position = positions[0];
-    const int num_positions = positions[rows - 1] - first_position + 1;
-    std::vector<float> rope_cos(static_cast<size_t>(num_positions) * half);
-    std::vector<float> rope_sin(static_cast<size_t>(num_positions) * half);
+    out.first_position = out.positions.front();
+    const int num_positions = out.positions.back() - out.first_position + 1;
+    out.cos.resize(static_cast<size_t>(num_positions) * half);
+    out.sin.resize(static_cast<size_t>(num_positions) * half);
     for (int j = 0; j < num_positions; ++j) {
       for (int i = 0; i < half; ++i) {
         const float angle =
-            static_cast<float>(first_position + j) * model_.inv_freq[i];
-        rope_cos[j * half + i] = std::cos(angle);
-        rope_sin[j * half + i] = std::sin(angle);
+            static_cast<float>(out.first_position + j) * model_.inv_freq[i];
+        out.cos[j * half + i] = std::cos(angle);
+        out.sin[j * half + i] = std::sin(angle);
       }
     }
-    std::vector<float> normed(static_cast<size_t>(rows) * h);
-    const int nq = d.qkv_width();
-    std::vector<float> qkv(static_cast<size_t>(rows) * nq);
-    for (int li = 0; li < d.layers; ++li) {
-      const Layer& w = model_.layers[li];
-      for (int r = 0; r < rows; ++r) {
-        RmsNormRow(&x[r * h], h, d.eps, w.ln1, &normed[r * h]);
-      }
-      ParallelGemm(rows, nq, h, normed.data(), h, w.qkv, 0, nq, false,
-                   qkv.data(), nq);
-      for (int r = 0; r < rows; ++r) {
-        float* row = &qkv[static_cast<size_t>(r) * nq];
-        for (int j = 0; j < d.q_width(); ++j) {
-          row[j] = row[j] * w.q_scale + w.qkv_bias[j];
-        }
-        for (int j = d.q_width(); j < nq; ++j) row[j] += w.qkv_bias[j];
-        const int j = positions[r] - first_position;
-        Rope(row, d.heads + d.kv_heads, d.head_dim, &rope_cos[j * half],
-             &rope_sin[j * half]);
-      }
-      StoreKv(a, li, qkv.data(), begin, rows);
-      int first = 0;
-      if (li + 1 == d.layers && !a->prefilled) {
-        first = end == a->prompt_len ? rows - 1 : rows;
-      }
-      const int m = rows - first;
-      if (m == 0) return {};
-      std::vector<float> attn(static_cast<size_t>(m) * d.q_width());
-      Attention(a, li, qkv.data(), rows, first, begin, end, attn.data());
-      x.erase(x.begin(), x.begin() + static_cast<size_t>(first) * h);
-      AttnOutAndMlp(w, attn.data(), m, &x);
-    }
-    return x;
+    return out;
   }
 
-  // Gemm with the output columns in blocks run on the pool, so a request
-  // alone uses every thread; b is the weights from element b_offset on. The
-  // blocks depend on n and the engine's thread count only, so a row's result
-  // never depends on the step's other requests. bfloat16 weights are widened
-  // inside the block's task, a chunk of columns at a time into the thread's
-  // scratch (sized by k and kScratchFloats only, so L2-resident and as
-  // request-independent as the blocks): float32 compute, bfloat16 storage.
+  // A part's rows of one layer after the qkv product (rows `at` of qkv):
+  // bias and RoPE, its k and v kept, and the attention of its rows
+  // [first, rows) written to attn's rows kept_at.
+  void Attend(const Part& part, const PartRows& part_rows, int li,
+              const std::vector<int>& at, const float* qkv, int first,
+              const std::vector<int>& kept_at, float* attn) {
+    const Dims& d = model_.d;
+    const Layer& w = model_.layers[li];
+    const int nq = d.qkv_width(), qw = d.q_width(), half = d.head_dim / 2;
+    const int rows = at.size();
+    std::vector<float> own(static_cast<size_t>(rows) * nq);
+    for (int r = 0; r < rows; ++r) {
+      float* row = &own[static_cast<size_t>(r) * nq];
+      std::copy_n(qkv + static_cast<size_t>(at[r]) * nq, nq, row);
+      for (int j = 0; j < qw; ++j) row[j] = row[j] * w.q_scale + w.qkv_bias[j];
+      for (int j = qw; j < nq; ++j) row[j] += w.qkv_bias[j];
+      const int p = part_rows.positions[r] - part_rows.first_position;
+      Rope(row, d.heads + d.kv_heads, d.head_dim, &part_rows.cos[p * half],
+           &part_rows.sin[p * half]);
+    }
+    StoreKv(part.a, li, own.data(), part.begin, rows);
+    if (first == rows) return;
+    std::vector<float> out(static_cast<size_t>(rows - first) * qw);
+    Attention(part.a, li, own.data(), rows, first, part.begin, part.end,
+              out.data());
+    for (int r = 0; r < rows - first; ++r) {
+      std::copy_n(&out[static_cast<size_t>(r) * qw], qw,
+                  attn + static_cast<size_t>(kept_at[r]) * qw);
+    }
+  }
+
+  // Layer 0's products as the forward runs them, for CalibrateRowTiling
+  // (every layer's have the same shapes, so the same kernels).
+  std::vector<RowProduct> LayerProducts() {
+    const Dims& d = model_.d;
+    const Layer& w = model_.layers[0];
+    auto product = [this](const Weights& b, int k, int n, bool accumulate) {
+      return RowProduct{
+          k, n, [this, &b, k, n, accumulate](int m, const float* a, float* c) {
+            std::fill_n(c, static_cast<size_t>(m) * n, 0.0f);
+            ParallelGemm(m, n, k, a, k, b, 0, n, false, c, n, accumulate);
+          }};
+    };
+    return {product(w.qkv, d.hidden, d.qkv_width(), false),
+            product(w.o, d.q_width(), d.hidden, true),
+            product(w.gate_up, d.hidden, 2 * d.inter, false),
+            product(w.down, d.inter, d.hidden, true)};
+  }
+
+  // C[m, n] = A @ B in calls of at most kMaxCallRows rows (the row counts
+  // the tiling was calibrated on), each with its output columns in blocks
+  // run on the pool, so a request alone uses every thread; b is the weights
+  // from element b_offset on. The blocks depend on n and the engine's thread
+  // count only. bfloat16 weights are widened inside the block's task, a
+  // chunk of columns at a time into the thread's scratch (sized by k and
+  // kScratchFloats only, so L2-resident and as request-independent as the
+  // blocks): float32 compute, bfloat16 storage.
   void ParallelGemm(int m, int n, int k, const float* a, int lda,
                     const Weights& b, size_t b_offset, int ldb, bool trans_b,
                     float* c, int ldc, bool accumulate = false) {
+    for (int r = 0; r < m; r += kMaxCallRows) {
+      ColumnBlocks(std::min(kMaxCallRows, m - r), n, k,
+                   a + static_cast<size_t>(r) * lda, lda, b, b_offset, ldb,
+                   trans_b, c + static_cast<size_t>(r) * ldc, ldc, accumulate);
+    }
+  }
+
+  void ColumnBlocks(int m, int n, int k, const float* a, int lda,
+                    const Weights& b, size_t b_offset, int ldb, bool trans_b,
+                    float* c, int ldc, bool accumulate) {
     constexpr int kMinBlockColumns = 64, kAlign = 16;
     constexpr int kScratchFloats = 128 * 1024;
     const int blocks =
@@ -1029,7 +1173,8 @@ class CpuEngine : public Engine {
   // Owned by the scheduler thread.
   std::deque<ActivePtr> running_;
   ThreadPool pool_;
-  std::thread thread_;  // last: started after everything it uses
+  const RowTiling tiling_;  // Measured at start: how a step's rows merge.
+  std::thread thread_;      // last: started after everything it uses
 };
 
 }  // namespace

@@ -65,6 +65,11 @@ struct EngineStats {
   int64_t prefix_cache_hit_tokens = 0;
   int64_t prefix_cache_evictions = 0;
   int64_t prefix_cache_bytes = 0;
+  // Merged steps (CPU engine, row_tiling.h): the measured kernel tile, 0
+  // when rows of different requests never share a product; and the padding
+  // rows merged products computed to fill their tiles.
+  int64_t row_tile = 0;
+  int64_t padding_rows = 0;
 };
 
 struct GenerationRequest {

@@ -31,7 +31,7 @@ using tf_genrec::Engine;
 using tf_genrec::EngineConfig;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int kNumStats = 13;  // GenrecGenerationEngineStats' output
+constexpr int kNumStats = 15;  // GenrecGenerationEngineStats' output
 
 // The CPU backend is in this library; the others register from their own.
 const bool kCpuBackendRegistered =
@@ -253,7 +253,8 @@ REGISTER_OP("GenrecGenerationEngineStats")
 The engine's counters: [requests_enqueued, requests_completed,
 requests_failed, requests_rejected, steps, step_tokens, max_step_requests,
 queued, prefix_cache_hits, prefix_cache_misses, prefix_cache_hit_tokens,
-prefix_cache_evictions, prefix_cache_bytes] (tf_genrec::EngineStats).
+prefix_cache_evictions, prefix_cache_bytes, row_tile, padding_rows]
+(tf_genrec::EngineStats).
 )doc");
 
 class GenerationEngineStatsOp : public OpKernel {
@@ -283,7 +284,9 @@ class GenerationEngineStatsOp : public OpKernel {
                                        s.prefix_cache_misses,
                                        s.prefix_cache_hit_tokens,
                                        s.prefix_cache_evictions,
-                                       s.prefix_cache_bytes};
+                                       s.prefix_cache_bytes,
+                                       s.row_tile,
+                                       s.padding_rows};
     for (int i = 0; i < kNumStats; ++i) v(i) = values[i];
   }
 };

@@ -276,7 +276,8 @@ ENGINE_STATS = ("requests_enqueued", "requests_completed", "requests_failed",
                 "requests_rejected", "steps", "step_tokens",
                 "max_step_requests", "queued", "prefix_cache_hits",
                 "prefix_cache_misses", "prefix_cache_hit_tokens",
-                "prefix_cache_evictions", "prefix_cache_bytes")
+                "prefix_cache_evictions", "prefix_cache_bytes", "row_tile",
+                "padding_rows")
 
 
 def generation_engine_stats(engine) -> tf.Tensor:

@@ -73,7 +73,8 @@ class Histogram:
 
 
 # Engine counters that go up and down (the rest only grow).
-ENGINE_GAUGES = ("queued", "max_step_requests", "prefix_cache_bytes")
+ENGINE_GAUGES = ("queued", "max_step_requests", "prefix_cache_bytes",
+                 "row_tile")
 
 
 def render_engine_stats(engine_stats):
