@@ -16,6 +16,7 @@ from recall_testlib import tiny_recall_assets
 from test_beam_search import (K, L, SID_OFFSET, _check_against,
                               _check_agreement, _exhaustive_top, _model,
                               _prompts, _sids, _stepwise_beam_search)
+from tf_genrec import ops
 from tf_genrec.builders.build import build_generative_recall
 from tf_genrec.builders.export import export_saved_model
 from tf_genrec.evaluation import saved_model_recall
@@ -159,6 +160,21 @@ def test_concurrent_calls_match_each_call_alone(model, tmp_path, weight_dtype):
   assert stats["max_step_requests"] > max(steps_alone, 3)
   assert stats["row_tile"] > 0, "no row tiling: requests' products not merged"
   assert stats["padding_rows"] > 0
+
+
+def test_stats_op_keeps_its_first_output_for_older_saved_models(model,
+                                                                 tmp_path):
+  """Without num_stats the op gives the 13 counters it gave before row_tile
+  and padding_rows existed: the [13] output SavedModels exported then
+  record, so they still load; ops.generation_engine_stats asks for all."""
+  gen = _engine(model, SemanticIdTrie(_sids(1, 30), K), tmp_path)
+  _generate(gen, *_prompts(3, [4]), [5])
+  handle = gen.engine.resource_handle
+  first = ops._lib.genrec_generation_engine_stats(handle).numpy()  # pylint: disable=protected-access
+  every = ops.generation_engine_stats(handle).numpy()
+  assert first.shape == (13,) and every.shape == (len(ops.ENGINE_STATS),)
+  np.testing.assert_array_equal(first, every[:13])
+  assert every[ops.ENGINE_STATS.index("requests_completed")] == 1
 
 
 def _rounded_to_bfloat16(model):

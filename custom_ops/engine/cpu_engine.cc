@@ -486,6 +486,10 @@ struct Hidden {
 // Rows per matrix-product call: the largest call CalibrateRowTiling checks,
 // a multiple of every tile it tries.
 constexpr int kMaxCallRows = 768;
+// Beam rows of the requests that share one decode forward: enough for the
+// products to run near peak, few enough that their activations stay in
+// cache and a step's groups keep every thread busy.
+constexpr int kMaxGroupRows = 384;
 
 class CpuEngine : public Engine {
  public:
@@ -664,23 +668,39 @@ class CpuEngine : public Engine {
 
   // One scheduler step: every running request advances one level. Newly
   // admitted requests run their prompts and score level 0, each on its own;
-  // the others' rows share one forward when the CPU's row tiling allows it
-  // (row_tiling.h), else each request runs its own.
+  // the others' beams run in groups of up to kMaxGroupRows rows that share
+  // one forward, when the CPU's row tiling allows it (row_tiling.h), else
+  // one request per group. Prefills and groups are the pool's tasks.
   void RunStep() {
     int64_t step_tokens = 0;
-    std::vector<Active*> prefill, decode;
+    std::vector<Active*> prefill;
+    std::vector<std::vector<Active*>> groups;
+    int group_rows = 0;
     for (auto& a : running_) {
       step_tokens += a->rows();
-      (a->prefilled ? decode : prefill).push_back(a.get());
+      if (!a->prefilled) {
+        prefill.push_back(a.get());
+        continue;
+      }
+      if (groups.empty() || !tiling_.merges() ||
+          group_rows + a->rows() > kMaxGroupRows) {
+        groups.emplace_back();
+        group_rows = 0;
+      }
+      groups.back().push_back(a.get());
+      group_rows += a->rows();
     }
-    pool_.ParallelFor(prefill.size(), [&](int i) { Prefill(prefill[i]); });
+    std::vector<int> padding(groups.size());
+    pool_.ParallelFor(prefill.size() + groups.size(), [&](int i) {
+      if (i < static_cast<int>(prefill.size())) {
+        Prefill(prefill[i]);
+      } else {
+        const int g = i - prefill.size();
+        padding[g] = Decode(groups[g]);
+      }
+    });
     int64_t padding_rows = 0;
-    if (tiling_.merges() && !decode.empty()) {
-      padding_rows = Decode(decode, tiling_);
-    } else {
-      pool_.ParallelFor(decode.size(),
-                        [&](int i) { Decode({decode[i]}, RowTiling{}); });
-    }
+    for (int p : padding) padding_rows += p;
     std::vector<ActivePtr> finished;
     for (auto it = running_.begin(); it != running_.end();) {
       if ((*it)->search.done()) {
@@ -721,15 +741,15 @@ class CpuEngine : public Engine {
   }
 
   // One level of the prefilled requests in `group`, their beams' rows in one
-  // forward laid out by `tiling`; returns the padding rows it computed.
-  int Decode(const std::vector<Active*>& group, const RowTiling& tiling) {
+  // forward; returns the padding rows it computed.
+  int Decode(const std::vector<Active*>& group) {
     std::vector<Part> parts;
     int rows = 0;
     for (Active* a : group) {
       parts.push_back(Part{a});
       rows += parts.back().rows();
     }
-    const Hidden out = Layers(parts, tiling);
+    const Hidden out = Layers(parts, tiling_);
     pool_.ParallelFor(group.size(), [&](int i) { Score(group[i], out, i); });
     return out.layout.rows - rows;
   }

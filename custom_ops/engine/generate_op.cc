@@ -31,7 +31,7 @@ using tf_genrec::Engine;
 using tf_genrec::EngineConfig;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int kNumStats = 15;  // GenrecGenerationEngineStats' output
+constexpr int kNumStats = 15;  // GenrecGenerationEngineStats' counters
 
 // The CPU backend is in this library; the others register from their own.
 const bool kCpuBackendRegistered =
@@ -240,26 +240,37 @@ class GenerationEngineInitOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("GenrecGenerationEngineInit").Device(DEVICE_CPU),
                         GenerationEngineInitOp);
 
+// num_stats defaults to the 13 counters the op had first, so SavedModels
+// exported then still load (their graphs record a [13] output).
 REGISTER_OP("GenrecGenerationEngineStats")
     .Input("engine: resource")
     .Output("stats: int64")
+    .Attr("num_stats: int = 13")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle scalar;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &scalar));
-      c->set_output(0, c->Vector(kNumStats));
+      int num_stats;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_stats", &num_stats));
+      c->set_output(0, c->Vector(num_stats));
       return absl::OkStatus();
     })
     .Doc(R"doc(
-The engine's counters: [requests_enqueued, requests_completed,
-requests_failed, requests_rejected, steps, step_tokens, max_step_requests,
-queued, prefix_cache_hits, prefix_cache_misses, prefix_cache_hit_tokens,
-prefix_cache_evictions, prefix_cache_bytes, row_tile, padding_rows]
-(tf_genrec::EngineStats).
+The engine's first num_stats counters of [requests_enqueued,
+requests_completed, requests_failed, requests_rejected, steps, step_tokens,
+max_step_requests, queued, prefix_cache_hits, prefix_cache_misses,
+prefix_cache_hit_tokens, prefix_cache_evictions, prefix_cache_bytes,
+row_tile, padding_rows] (tf_genrec::EngineStats).
 )doc");
 
 class GenerationEngineStatsOp : public OpKernel {
  public:
-  using OpKernel::OpKernel;
+  explicit GenerationEngineStatsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_stats", &num_stats_));
+    OP_REQUIRES(
+        ctx, num_stats_ >= 1 && num_stats_ <= kNumStats,
+        absl::InvalidArgumentError(absl::StrCat(
+            "num_stats=", num_stats_, " must be in [1, ", kNumStats, "]")));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     core::RefCountPtr<GenerationEngineResource> resource;
@@ -270,7 +281,7 @@ class GenerationEngineStatsOp : public OpKernel {
     const tf_genrec::EngineStats s = (*engine)->Stats();
     Tensor* out;
     OP_REQUIRES_OK(ctx,
-                   ctx->allocate_output(0, TensorShape({kNumStats}), &out));
+                   ctx->allocate_output(0, TensorShape({num_stats_}), &out));
     auto v = out->vec<int64_t>();
     const int64_t values[kNumStats] = {s.requests_enqueued,
                                        s.requests_completed,
@@ -287,8 +298,11 @@ class GenerationEngineStatsOp : public OpKernel {
                                        s.prefix_cache_bytes,
                                        s.row_tile,
                                        s.padding_rows};
-    for (int i = 0; i < kNumStats; ++i) v(i) = values[i];
+    for (int i = 0; i < num_stats_; ++i) v(i) = values[i];
   }
+
+ private:
+  int num_stats_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("GenrecGenerationEngineStats").Device(DEVICE_CPU),

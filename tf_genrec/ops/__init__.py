@@ -282,7 +282,8 @@ ENGINE_STATS = ("requests_enqueued", "requests_completed", "requests_failed",
 
 def generation_engine_stats(engine) -> tf.Tensor:
   """int64 [len(ENGINE_STATS)] counters (GenrecGenerationEngineStats)."""
-  return _lib.genrec_generation_engine_stats(engine)
+  return _lib.genrec_generation_engine_stats(engine,
+                                            num_stats=len(ENGINE_STATS))
 
 
 def generate(engine, input_ids, lengths, beam_width, *,
