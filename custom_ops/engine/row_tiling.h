@@ -39,10 +39,11 @@ struct RowProduct {
 
 // The smallest tile of 4, 8, 12, 16, 24, 32, 48 or 64 rows (dividing
 // max_rows) for which every product gives a probe row the same bits in
-// every slot of one class, in calls of up to max_rows rows that are whole
-// tiles; RowTiling{} (tile 1) if none does. Probes and fill rows are random
-// (fixed seed): a different kernel path changes the order of a row's sums,
-// which changes some bits of nearly any random row.
+// every slot of one class, in calls of 1, 2, 3, 5, 8, ... tiles and of
+// max_rows rows (sampled sizes: a BLAS picks its kernel path by ranges of
+// sizes); RowTiling{} (tile 1) if none does. Probes and fill rows are
+// random (fixed seed): a different kernel path changes the order of a row's
+// sums, which changes some bits of nearly any random row.
 RowTiling CalibrateRowTiling(const std::vector<RowProduct>& products,
                              int max_rows);
 
