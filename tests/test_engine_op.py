@@ -325,6 +325,26 @@ def test_savedmodel_owns_its_engine(tmp_path):
   assert _rss_mb() - before < 25
 
 
+def test_temporary_engine_file_goes_with_its_generator(model, tmp_path):
+  """Without engine_dir the engine file is written to a temporary directory
+  that is removed with the generator, after export copied the file into
+  the SavedModel, which still loads and answers the same."""
+  gen = EngineGenerator(model, SemanticIdTrie(_sids(1, 30), K), SID_OFFSET,
+                        max_beam_width=8)
+  engine_dir = gen.engine_dir
+  prompts, lengths = _prompts(9, [4, 7])
+  expected = _generate(gen, prompts, lengths, [5, 3])
+  path = str(tmp_path / "saved")
+  tf.saved_model.save(gen, path)
+  assert os.listdir(engine_dir)
+  del gen
+  gc.collect()
+  assert not os.path.exists(engine_dir)
+  got = _generate(tf.saved_model.load(path), prompts, lengths, [5, 3])
+  for a, b in zip(got, expected):
+    np.testing.assert_array_equal(a, b)
+
+
 def _recall_inputs(a):
   """Two histories of tiny_recall_assets' items, W 4 and 16."""
   ids = np.asarray([a["item_ids"][:3], a["item_ids"][3:6]], np.int64)

@@ -5,8 +5,10 @@ and destroyed when the version unloads (so a version owns its engine).
 Backends: "cpu" (the engine file holds the weights) and "tensorrt_llm" (a
 TensorRT-LLM engine directory, docs/tensorrt_llm.md)."""
 import os
+import shutil
 import tempfile
 import uuid
+import weakref
 
 import tensorflow as tf
 from tensorflow.python.ops import gen_resource_variable_ops
@@ -76,8 +78,9 @@ class EngineGenerator(tf.Module):
                prefix_block_tokens: int = 16, weight_dtype: str = "float32",
                engine_dir=None, tensorrt_llm_engine_dir=None,
                name="engine_generator"):
-    """engine_dir: where to write the engine file (a new temporary directory
-    if None); export copies it into the SavedModel's assets.
+    """engine_dir: where to write the engine file (if None, a temporary
+    directory removed with this generator); export copies it into the
+    SavedModel's assets.
     tensorrt_llm_engine_dir: a TensorRT-LLM engine (`tf-genrec build_engine`)
     to generate with instead of the CPU engine; its files go into the
     assets, the weights of `model` are not used (its vocab_size is).
@@ -94,8 +97,14 @@ class EngineGenerator(tf.Module):
     check_sid_softmax(sid_softmax)
     self.max_beam_width = int(max_beam_width)
     self.num_levels = trie.num_levels
-    engine_dir = engine_dir or tempfile.mkdtemp(prefix="tf_genrec_engine_")
+    if engine_dir is None:
+      # The engine reads its file when it is created, and export copies the
+      # file into the SavedModel's assets while this generator lives; after
+      # that the temporary copy (1.9 GB at the Qwen2-0.5B shape) goes.
+      engine_dir = tempfile.mkdtemp(prefix="tf_genrec_engine_")
+      weakref.finalize(self, shutil.rmtree, engine_dir, ignore_errors=True)
     os.makedirs(engine_dir, exist_ok=True)
+    self.engine_dir = engine_dir
     if tensorrt_llm_engine_dir is None:
       backend, extra_files = "cpu", ()
       path = os.path.join(engine_dir, ENGINE_FILE_NAME)
