@@ -856,14 +856,14 @@ class CpuEngine : public Engine {
       }
       ParallelGemm(layout.rows, nq, h, normed.data(), h, w.qkv, 0, nq, false,
                    qkv.data(), nq);
-      // The last layer goes on with the rows the caller scores only.
-      std::vector<int> first(n, 0), kept(n);
-      for (int i = 0; i < n; ++i) {
+      // The last layer goes on with the rows the caller scores only: a
+      // prompt chunk's last row if it ends the prompt, else none.
+      std::vector<int> first(n, 0), kept = rows;
+      for (int i = 0; li + 1 == d.layers && i < n; ++i) {
         const Part& part = parts[i];
-        if (li + 1 == d.layers && !part.a->prefilled) {
-          first[i] = part.end == part.a->prompt_len ? rows[i] - 1 : rows[i];
-        }
-        kept[i] = rows[i] - first[i];
+        if (part.a->prefilled) continue;
+        kept[i] = part.end == part.a->prompt_len ? 1 : 0;
+        first[i] = rows[i] - kept[i];
       }
       const bool compact = kept != rows;
       RowLayout kept_layout = compact ? PackRows(tiling, kept) : layout;

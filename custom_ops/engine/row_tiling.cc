@@ -92,6 +92,14 @@ std::optional<RowTiling> TryTile(const std::vector<RowProduct>& products,
   tiling.tile = tile;
   tiling.slot_class = ClassesOf(ref, tile);
   tiling.row_class = InterleavedRowClasses(tiling.slot_class);
+  // Each slot's reference: the probe in its class's first slot.
+  std::vector<int> reference_slot(tile);
+  for (int s = 0; s < tile; ++s) {
+    reference_slot[s] =
+        std::find(tiling.slot_class.begin(), tiling.slot_class.end(),
+                  tiling.slot_class[s]) -
+        tiling.slot_class.begin();
+  }
   // Calls of 1, 2, 3, 5, 8, ... tiles and of max_rows: each probe at random
   // rows must give its class's bits.
   std::vector<int> call_tiles;
@@ -116,11 +124,7 @@ std::optional<RowTiling> TryTile(const std::vector<RowProduct>& products,
       }
       product.run(m, a.data(), c.data());
       for (int i = 0; i < placed; ++i) {
-        // The reference is the probe in its class's first slot.
-        const int s =
-            std::find(tiling.slot_class.begin(), tiling.slot_class.end(),
-                      tiling.slot_class[rows[i] % tile]) -
-            tiling.slot_class.begin();
+        const int s = reference_slot[rows[i] % tile];
         if (!SameBits(&c[static_cast<size_t>(rows[i]) * product.n],
                       ref[j][i % kProbes][s].data(), product.n)) {
           return std::nullopt;
